@@ -1,0 +1,282 @@
+"""The contract every method plugin implements.
+
+A method is a *head* on top of a per-frame backbone. Its work is split in two so that
+10,000 episodes cost little more than encoding each unique test video once:
+
+* ``encode(features)``: everything that depends on one video alone. Run once per unique
+  video; the result (a tensor, or a dict of tensors, each with leading axis V) is cached.
+* ``logits(support, query)``: everything that mixes videos, batched over E episodes.
+* ``loss(support_features, query_features, episode)``: the training objective, with
+  named terms so that logs show each.
+
+Usage, in a plugin file ``methods/mymethod.py``::
+
+    from fsar_bench.api import FewShotHead, MethodCard, Recipe, Reps
+
+    class MyHead(FewShotHead):
+        def encode(self, features):            # [V, T, d] -> [V, d]
+            return features.mean(dim=1)
+        def logits(self, support, query):      # [E, N, K, d], [E, Q, d] -> [E, Q, N]
+            prototypes = support.mean(dim=2)
+            return -torch.cdist(query, prototypes)
+
+    CARDS = (MethodCard(name="mymethod", head=MyHead, summary="mean-pool, Euclidean"),)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+Reps = Union[Tensor, dict[str, Tensor]]
+"""A per-video representation: a tensor, or a dict of tensors, all with the same leading axes."""
+
+
+# --------------------------------------------------------------------------- representations
+def map_reps(reps: Reps, fn: Callable[[Tensor], Tensor]) -> Reps:
+    """Apply ``fn`` to the tensor, or to every tensor of the dict."""
+    if isinstance(reps, Tensor):
+        return fn(reps)
+    return {key: fn(value) for key, value in reps.items()}
+
+
+def index_reps(reps: Reps, index: Tensor) -> Reps:
+    """Gather videos: ``reps`` has leading axis V; ``index`` (long, any shape S) gives ``[*S, ...]``."""
+    return map_reps(reps, lambda tensor: tensor[index])
+
+
+def cat_reps(parts: list[Reps]) -> Reps:
+    """Concatenate representations along their first axis."""
+    if isinstance(parts[0], Tensor):
+        return torch.cat(parts)  # type: ignore[arg-type]
+    return {key: torch.cat([part[key] for part in parts]) for key in parts[0]}  # type: ignore[index]
+
+
+def reps_num_videos(reps: Reps) -> int:
+    """Length of the leading axis."""
+    return (reps if isinstance(reps, Tensor) else next(iter(reps.values()))).shape[0]
+
+
+def support_to_episode(reps: Reps, way: int, shot: int) -> Reps:
+    """Class-major support ``[N*K, ...]`` -> one episode ``[1, N, K, ...]``."""
+    return map_reps(reps, lambda tensor: tensor.reshape(1, way, shot, *tensor.shape[1:]))
+
+
+def add_episode_axis(reps: Reps) -> Reps:
+    """Queries ``[Q, ...]`` -> one episode ``[1, Q, ...]``."""
+    return map_reps(reps, lambda tensor: tensor.unsqueeze(0))
+
+
+# --------------------------------------------------------------------------- values
+@dataclass(frozen=True)
+class HeadConfig:
+    """What a head is built from: backbone feature size, frames, base classes, method options.
+
+    ``feature_size`` is the spatial size ``(h, w)`` of backbone maps for heads that take
+    maps (``FewShotHead.feature_maps = True``), and ``(1, 1)`` otherwise.
+    """
+
+    dim: int
+    frames: int
+    num_base_classes: int
+    feature_size: tuple[int, int] = (1, 1)
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainEpisode:
+    """Labels and extras of one training episode (support is class-major: class c = rows c*K..c*K+K-1).
+
+    ``query_labels`` [Q] are episode labels 0..N-1; ``class_base_ids`` [N] gives each episode
+    class's base-class id (index into the sorted train classes). ``support_pixels`` and
+    ``query_pixels`` are the normalised network input frames ``[V, T, 3, H, W]`` for heads that
+    need them (``FewShotHead.needs_pixels``), else None.
+    """
+
+    way: int
+    shot: int
+    query_labels: Tensor
+    class_base_ids: Tensor
+    support_pixels: Tensor | None = None
+    query_pixels: Tensor | None = None
+
+    @property
+    def support_labels(self) -> Tensor:
+        """[N*K] episode labels of the class-major support."""
+        return torch.arange(self.way, device=self.query_labels.device).repeat_interleave(self.shot)
+
+    @property
+    def support_base_labels(self) -> Tensor:
+        """[N*K] base-class ids of the support videos."""
+        return self.class_base_ids[self.support_labels]
+
+    @property
+    def query_base_labels(self) -> Tensor:
+        """[Q] base-class ids of the queries."""
+        return self.class_base_ids[self.query_labels]
+
+
+@dataclass
+class LossOutput:
+    """``total`` is what is back-propagated; ``terms`` are logged (detached by the trainer)."""
+
+    total: Tensor
+    terms: dict[str, Tensor]
+    logits: Tensor  # [Q, N]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A training recipe. ``iterations`` counts episodes; the optimizer steps every ``episodes_per_step``.
+
+    ``lr_steps`` are iteration counts at which the lr is multiplied by ``lr_decay``;
+    ``warmup`` iterations ramp it linearly from 0. ``loss_weights`` are passed to the head as
+    options. ``val_every``/``val_episodes`` control checkpoint selection on the val split.
+    """
+
+    optimizer: str = "adam"  # "adam" | "sgd"
+    lr: float = 1e-3
+    iterations: int = 1000
+    episodes_per_step: int = 1
+    train_queries_per_class: int = 5
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    warmup: int = 0
+    lr_steps: tuple[int, ...] = ()
+    lr_decay: float = 0.1
+    loss_weights: Mapping[str, float] = field(default_factory=dict)
+    val_every: int = 100
+    val_episodes: int = 200
+    notes: str = ""
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Frame preprocessing. ``resize``: "short-side" keeps aspect, "squash" resizes both sides.
+
+    ``resize_to`` 0 means no resize; ``crop`` is the centre crop (0: none); mean/std None means
+    no normalisation (pixels in [0, 1]).
+    """
+
+    resize: str = "short-side"
+    resize_to: int = 0
+    crop: int = 0
+    mean: tuple[float, float, float] | None = (0.45, 0.45, 0.45)
+    std: tuple[float, float, float] | None = (0.225, 0.225, 0.225)
+
+
+@dataclass(frozen=True)
+class MethodCard:
+    """Everything fsar-bench knows about a method: how to build it and where it comes from.
+
+    ``published`` maps ``(dataset, shot)`` to the published 5-way accuracy (%).
+    ``recipes`` maps a dataset name (or "default") to its Recipe. ``options`` are head options
+    (sizes, flags) merged under per-method overrides from bench.toml.
+    """
+
+    name: str
+    head: type[FewShotHead]
+    summary: str = ""
+    paper: str = ""
+    reference_code: str = ""
+    published: Mapping[tuple[str, int], float] = field(default_factory=dict)
+    recipes: Mapping[str, Recipe] = field(default_factory=dict)
+    preprocess: Mapping[str, Preprocess] = field(default_factory=dict)
+    options: Mapping[str, Any] = field(default_factory=dict)
+    notes: str = ""
+
+    def recipe_for(self, dataset: str) -> Recipe:
+        """The recipe for ``dataset``, else the "default" one, else ``Recipe()``."""
+        return self.recipes.get(dataset) or self.recipes.get("default") or Recipe()
+
+    def preprocess_for(self, backbone: str) -> Preprocess | None:
+        """The preprocessing for ``backbone`` ("resnet50", "small-cnn"), or None for the backbone's own."""
+        return self.preprocess.get(backbone)
+
+
+class ReferenceStateError(ValueError):
+    """A reference state dict does not fit the head: lists missing, unexpected and mis-shaped keys."""
+
+
+# --------------------------------------------------------------------------- the head
+class FewShotHead(nn.Module):
+    """Base class of every method head. Subclasses implement ``encode`` and ``logits``.
+
+    Class attributes:
+      ``feature_maps``: True if ``encode`` takes conv5 maps ``[V, T, d, h, w]`` instead of
+      pooled features ``[V, T, d]``.
+      ``needs_pixels``: True if ``loss`` needs the input frames (``TrainEpisode.*_pixels``).
+    """
+
+    feature_maps: ClassVar[bool] = False
+    needs_pixels: ClassVar[bool] = False
+
+    def __init__(self, config: HeadConfig) -> None:
+        super().__init__()
+        self.config = config
+
+    # -- per video
+    def encode(self, features: Tensor) -> Reps:
+        """[V, T, d] (or [V, T, d, h, w]) -> per-video representation with leading axis V."""
+        raise NotImplementedError
+
+    # -- per episode, batched
+    def logits(self, support: Reps, query: Reps) -> Tensor:
+        """support [E, N, K, ...] (class-major), query [E, Q, ...] -> logits [E, Q, N]."""
+        raise NotImplementedError
+
+    # -- training
+    def loss(self, support_features: Tensor, query_features: Tensor, episode: TrainEpisode) -> LossOutput:
+        """Cross-entropy on the episode logits. Override to add method-specific terms.
+
+        support_features [N*K, T, ...] class-major, query_features [Q, T, ...].
+        """
+        support = support_to_episode(self.encode(support_features), episode.way, episode.shot)
+        query = add_episode_axis(self.encode(query_features))
+        logits = self.logits(support, query)[0]
+        ce = F.cross_entropy(logits, episode.query_labels)
+        return LossOutput(total=ce, terms={"ce": ce}, logits=logits)
+
+    # -- reference checkpoints
+    def reference_key_map(self) -> dict[str, str]:
+        """Our state-dict key -> the reference implementation's key. Identity by default."""
+        return {key: key for key in self.state_dict()}
+
+    def load_reference_state_dict(self, state_dict: Mapping[str, Tensor]) -> None:
+        """Load weights saved by the reference code (key names theirs; 'head.'/'module.' stripped).
+
+        Raises ReferenceStateError listing every missing, unexpected or mis-shaped key.
+        """
+        cleaned = {_strip_prefixes(key): value for key, value in state_dict.items()}
+        key_map = self.reference_key_map()
+        ours = self.state_dict()
+        missing = [ref for ref in key_map.values() if ref not in cleaned]
+        unexpected = sorted(set(cleaned) - set(key_map.values()) - set(self.ignored_reference_keys()))
+        mis_shaped = [
+            f"{ref}: reference {tuple(cleaned[ref].shape)}, ours {tuple(ours[our].shape)}"
+            for our, ref in key_map.items()
+            if ref in cleaned and tuple(cleaned[ref].shape) != tuple(ours[our].shape)
+        ]
+        if missing or unexpected or mis_shaped:
+            lines = [f"reference state dict does not fit {type(self).__name__}:"]
+            lines += [f"  missing: {key}" for key in missing]
+            lines += [f"  unexpected: {key}" for key in unexpected]
+            lines += [f"  wrong shape: {entry}" for entry in mis_shaped]
+            raise ReferenceStateError("\n".join(lines))
+        self.load_state_dict({our: cleaned[ref] for our, ref in key_map.items()})
+
+    def ignored_reference_keys(self) -> tuple[str, ...]:
+        """Reference keys that exist but carry nothing we use (e.g. TRX's unused ``norm_v``)."""
+        return ()
+
+
+def _strip_prefixes(key: str) -> str:
+    for prefix in ("module.", "head."):
+        if key.startswith(prefix):
+            key = key[len(prefix):]
+    return key
