@@ -1,0 +1,181 @@
+"""Layers shared by the HyRSM and MoLo heads.
+
+Everything here follows the reference semantics in ``../shared/parity/README.md``:
+
+* ``HyrsmPositionalEncoding``: ``x·sqrt(d/A) + B·pe[:T]`` with HyRSM's non-standard sinusoid table.
+* ``PreNormSelfAttention``: ``x + Linear(MHSA(LayerNorm(x)))``, the intra-video attention of both heads.
+* ``cosine_matrix`` / ``bi_mhm_distance``: Bi-directional Mean Hausdorff matching (sum form) with either the
+  L2-normalised cosine (HyRSM) or the ``+eps``-in-denominator cosine (MoLo, OTAM).
+* ``rename_keys``: turns our state-dict keys into the reference's by prefix rules.
+
+Usage::
+
+    from fsar_bench.layers import HyrsmPositionalEncoding, PreNormSelfAttention, bi_mhm_distance
+
+    encode = HyrsmPositionalEncoding(dim=64, table_length=20, scale_a=10.0, scale_b=1.0, dropout=0.1)
+    attend = PreNormSelfAttention(dim=64, heads=8, dropout=0.2)
+    frames = torch.relu(attend(encode(features)))                     # [V, T, d]
+    distance = bi_mhm_distance(frames[:1, None], frames[None, 1:])    # [1, V-1]
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+KeyRules = Sequence[tuple[str, str]]
+"""Prefix rules ``(our prefix, reference prefix)``; the longest matching prefix wins."""
+
+
+# --------------------------------------------------------------------------- positional encoding
+def hyrsm_sinusoid_table(length: int, dim: int) -> Tensor:
+    """HyRSM's table ``[length, dim]``; the exponent uses the raw channel index (not i/2).
+
+    For even i: ``pe[p, i] = sin(p / 10000^(2i/d))`` and ``pe[p, i+1] = cos(p / 10000^(2(i+1)/d))``.
+    """
+    positions = torch.arange(length, dtype=torch.float64)[:, None]
+    channels = torch.arange(dim, dtype=torch.float64)
+    angles = positions / torch.pow(10000.0, 2.0 * channels / dim)
+    table = torch.where(channels.long() % 2 == 0, torch.sin(angles), torch.cos(angles))
+    return table.to(torch.float32)
+
+
+class HyrsmPositionalEncoding(nn.Module):
+    """``[V, T, d] -> [V, T, d]``: ``dropout(x·sqrt(d/A) + B·table[:T])``.
+
+    The table is a persistent buffer ``[1, table_length, d]`` so that reference state dicts load it.
+    """
+
+    def __init__(self, dim: int, table_length: int, scale_a: float, scale_b: float, dropout: float) -> None:
+        super().__init__()
+        self.input_scale = math.sqrt(dim / scale_a)
+        self.table_scale = scale_b
+        self.register_buffer("table", hyrsm_sinusoid_table(table_length, dim)[None])
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, frames: Tensor) -> Tensor:
+        length = frames.shape[-2]
+        if length > self.table.shape[1]:
+            raise ValueError(
+                f"{length} tokens but the positional table holds {self.table.shape[1]}: "
+                "raise the 'position_table_length' option"
+            )
+        return self.dropout(frames * self.input_scale + self.table_scale * self.table[0, :length])
+
+
+# --------------------------------------------------------------------------- attention
+def split_heads(tensor: Tensor, heads: int) -> Tensor:
+    """``[..., L, heads·dh] -> [..., heads, L, dh]`` (head-major channels)."""
+    *lead, length, channels = tensor.shape
+    return tensor.reshape(*lead, length, heads, channels // heads).transpose(-3, -2)
+
+
+def merge_heads(tensor: Tensor) -> Tensor:
+    """``[..., heads, L, dh] -> [..., L, heads·dh]``."""
+    tensor = tensor.transpose(-3, -2)
+    return tensor.reshape(*tensor.shape[:-2], -1)
+
+
+class PreNormSelfAttention(nn.Module):
+    """``[..., L, d] -> [..., L, d]``: ``x + Dropout(Linear(MHSA(LayerNorm(x))))``.
+
+    ``to_qkv`` has no bias and yields q, k, v in that order, each head-major with
+    ``head_dim = dim // heads``; scores are scaled by ``head_dim^-0.5``.
+    """
+
+    REFERENCE_RULES: KeyRules = (("norm.", "norm."), ("to_qkv.", "fn.to_qkv."), ("output.", "fn.to_out.0."))
+
+    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.head_dim = dim // heads
+        inner = heads * self.head_dim
+        self.norm = nn.LayerNorm(dim)
+        self.to_qkv = nn.Linear(dim, 3 * inner, bias=False)
+        self.output = nn.Linear(inner, dim)
+        self.output_dropout = nn.Dropout(dropout)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        queries, keys, values = self.to_qkv(self.norm(tokens)).chunk(3, dim=-1)
+        queries, keys, values = (split_heads(part, self.heads) for part in (queries, keys, values))
+        weights = torch.softmax(queries @ keys.transpose(-1, -2) * self.head_dim**-0.5, dim=-1)
+        attended = merge_heads(weights @ values)
+        return tokens + self.output_dropout(self.output(attended))
+
+
+# --------------------------------------------------------------------------- matching
+def cosine_matrix(rows: Tensor, columns: Tensor, denominator_eps: float | None = None) -> Tensor:
+    """Cosine similarity of every row vector with every column vector.
+
+    rows ``[..., m, d]``, columns ``[..., n, d]`` (leading axes broadcast) -> ``[..., m, n]``.
+    ``denominator_eps=None``: L2-normalise both (``F.normalize``, eps 1e-12), then dot (HyRSM).
+    Otherwise ``x·y / (‖x‖·‖y‖ + eps)`` (MoLo and OTAM use eps = 0.01).
+    """
+    if denominator_eps is None:
+        return F.normalize(rows, dim=-1) @ F.normalize(columns, dim=-1).transpose(-1, -2)
+    dots = rows @ columns.transpose(-1, -2)
+    norms = rows.norm(dim=-1)[..., :, None] * columns.norm(dim=-1)[..., None, :]
+    return dots / (norms + denominator_eps)
+
+
+def bi_mhm_from_distances(distances: Tensor) -> Tensor:
+    """``[..., Tq, Ts] -> [...]``: ``Σ_s min_q D + Σ_q min_s D`` (sums, not means)."""
+    return distances.min(dim=-2).values.sum(dim=-1) + distances.min(dim=-1).values.sum(dim=-1)
+
+
+def bi_mhm_distance(query: Tensor, support: Tensor, denominator_eps: float | None = None) -> Tensor:
+    """Bi-directional Mean Hausdorff distance (sum form) with ``D = 1 − cos``.
+
+    query ``[..., Tq, d]``, support ``[..., Ts, d]`` (leading axes broadcast) -> ``[...]``.
+    """
+    return bi_mhm_from_distances(1.0 - cosine_matrix(query, support, denominator_eps))
+
+
+def all_pairs_bi_mhm(query: Tensor, support: Tensor, denominator_eps: float | None = None) -> Tensor:
+    """Bi-MHM of every query against every support item, without expanding either.
+
+    query ``[E, Q, Tq, d]``, support ``[E, N, Ts, d]`` -> ``[E, Q, N]``.
+    """
+    episodes, num_query, query_frames, dim = query.shape
+    num_support, support_frames = support.shape[1], support.shape[2]
+    similarity = cosine_matrix(
+        query.reshape(episodes, num_query * query_frames, dim),
+        support.reshape(episodes, num_support * support_frames, dim),
+        denominator_eps,
+    )
+    similarity = similarity.reshape(episodes, num_query, query_frames, num_support, support_frames)
+    return bi_mhm_from_distances(1.0 - similarity.permute(0, 1, 3, 2, 4))
+
+
+# --------------------------------------------------------------------------- reference keys
+def nest_rules(our_prefix: str, reference_prefix: str, rules: KeyRules) -> list[tuple[str, str]]:
+    """Prefix a layer's own rules with where the layer sits in each model."""
+    return [(our_prefix + ours, reference_prefix + theirs) for ours, theirs in rules]
+
+
+def rename_keys(keys: Iterable[str], rules: KeyRules) -> dict[str, str]:
+    """Our key -> reference key by the longest matching prefix rule; keys with no rule keep their name."""
+    ordered = sorted(rules, key=lambda rule: len(rule[0]), reverse=True)
+    mapping = {}
+    for key in keys:
+        for ours, theirs in ordered:
+            if key.startswith(ours):
+                mapping[key] = theirs + key[len(ours):]
+                break
+        else:
+            mapping[key] = key
+    return mapping
+
+
+# --------------------------------------------------------------------------- options
+def resolve_options(defaults: dict[str, object], given: dict[str, object] | None, head: str) -> dict[str, object]:
+    """``defaults`` updated by ``given``; an unknown key raises ValueError naming the known ones."""
+    given = dict(given or {})
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise ValueError(f"{head}: unknown option(s) {unknown}; known options: {sorted(defaults)}")
+    return {**defaults, **given}

@@ -1,0 +1,199 @@
+"""HyRSM against the reference fixtures in ../shared/parity (semantics: its README), plus batching and training."""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+from torch import nn
+
+from fsar_bench.api import (
+    HeadConfig,
+    ReferenceStateError,
+    TrainEpisode,
+    add_episode_axis,
+    support_to_episode,
+)
+from tests.conftest import PARITY_DIR, PROJECT_ROOT
+
+TOLERANCE = {"atol": 1e-5, "rtol": 1e-5}
+FIXTURES = sorted(PARITY_DIR.glob("hyrsm_*.pt"))
+
+
+@functools.cache
+def plugin() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("fsar_plugin_hyrsm", PROJECT_ROOT / "methods" / "hyrsm.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def build_from_fixture(fixture: dict) -> nn.Module:
+    meta, train_cfg = fixture["meta"], fixture["meta"]["cfg"]["TRAIN"]
+    options = {
+        "heads": meta["heads"],
+        "classification_weight": train_cfg["USE_CLASSIFICATION_VALUE"],
+        "position_a": float(train_cfg.get("POSITION_A", 10)),
+        "position_b": float(train_cfg.get("POSITION_B", 1)),
+    }
+    config = HeadConfig(dim=meta["d"], frames=meta["T"], num_base_classes=meta["num_class"], options=options)
+    head = plugin().HyrsmHead(config)
+    head.load_reference_state_dict(fixture["state_dict"])
+    return head
+
+
+def class_major(fixture: dict) -> tuple[torch.Tensor, TrainEpisode]:
+    """Permutation putting the shuffled supports class-major, and the training episode."""
+    inputs, meta = fixture["inputs"], fixture["meta"]
+    order = torch.sort(inputs["support_labels"].long(), stable=True).indices
+    episode = TrainEpisode(
+        way=meta["way"],
+        shot=meta["shot"],
+        query_labels=inputs["query_labels"].long(),
+        class_base_ids=inputs["batch_class_list"].long(),
+    )
+    assert torch.equal(episode.support_base_labels, inputs["real_support_labels"][order].long())
+    assert torch.equal(episode.query_base_labels, inputs["real_query_labels"].long())
+    return order, episode
+
+
+def frame_rows(order: torch.Tensor, frames: int) -> torch.Tensor:
+    """Rows of per-frame outputs for videos in ``order``: [len(order) * frames]."""
+    return (order[:, None] * frames + torch.arange(frames)).flatten()
+
+
+def test_fixtures_present() -> None:
+    assert len(FIXTURES) >= 4, f"expected hyrsm_*.pt fixtures in {PARITY_DIR}"
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=lambda path: path.stem)
+def test_eval_outputs_match_reference(path: Path) -> None:
+    fixture = torch.load(path, weights_only=True)
+    inputs, outputs, meta = fixture["inputs"], fixture["outputs"], fixture["meta"]
+    head = build_from_fixture(fixture).eval()
+    order, episode = class_major(fixture)
+    support_features = inputs["support_features"][order]
+    with torch.no_grad():
+        support = support_to_episode(head.encode(support_features), episode.way, episode.shot)
+        query = add_episode_axis(head.encode(inputs["query_features"]))
+        relation = head.relation_outputs(support, query)
+        intra_support = head.intra_relation(support_features)
+        intra_query = head.intra_relation(inputs["query_features"])
+        class_logits = head.base_class_logits(torch.cat([support_features, inputs["query_features"]]))
+
+    reference = outputs["intermediates"]
+    num_support = order.numel()
+    rows = torch.cat([frame_rows(order, meta["T"]), num_support * meta["T"] + torch.arange(meta["n_query"] * meta["T"])])
+    # the 1-shot class keeps support videos as set items in input order; the prototype class is already class-major
+    item_order = order if meta["shot"] == 1 else torch.arange(meta["way"])
+    set_order = torch.cat([item_order, torch.tensor([item_order.numel()])])
+    torch.testing.assert_close(relation["logits"][0], outputs["eval"]["logits"], **TOLERANCE)
+    torch.testing.assert_close(class_logits, outputs["eval"]["class_logits"][rows], **TOLERANCE)
+    torch.testing.assert_close(intra_support, reference["intra_support"][order], **TOLERANCE)
+    torch.testing.assert_close(intra_query, reference["intra_query"], **TOLERANCE)
+    torch.testing.assert_close(relation["inter_set"][0], reference["inter_set"][:, set_order], **TOLERANCE)
+    torch.testing.assert_close(relation["final_support"][0], reference["final_support"][:, item_order], **TOLERANCE)
+    torch.testing.assert_close(relation["final_query"][0], reference["final_query"], **TOLERANCE)
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=lambda path: path.stem)
+def test_train_losses_match_reference(path: Path) -> None:
+    fixture = torch.load(path, weights_only=True)
+    inputs, outputs, meta = fixture["inputs"], fixture["outputs"], fixture["meta"]
+    head = build_from_fixture(fixture).train()
+    for module in head.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+    order, episode = class_major(fixture)
+    result = head.loss(inputs["support_features"][order], inputs["query_features"], episode)
+    result.total.backward()
+
+    reference = outputs["loss"]
+    batch_size = meta["cfg"]["TRAIN"]["BATCH_SIZE"]
+    torch.testing.assert_close(result.logits.detach(), outputs["train"]["logits"], **TOLERANCE)
+    for name in ("ce_episode", "ce_base_class_per_frame"):
+        torch.testing.assert_close(result.terms[name].detach(), reference[name], **TOLERANCE)
+    # documented mapping (card notes): the reference's per-episode loss is total / BATCH_SIZE
+    torch.testing.assert_close(result.total.detach() / batch_size, reference["train_net_few_shot_total"], **TOLERANCE)
+    assert all(parameter.grad is not None for parameter in head.parameters())
+
+
+def test_reference_state_dict_errors_list_keys() -> None:
+    fixture = torch.load(FIXTURES[0], weights_only=True)
+    head = build_from_fixture(fixture)
+    state = dict(fixture["state_dict"])
+    head.load_reference_state_dict({f"module.head.{key}": value for key, value in state.items()})
+
+    broken = dict(state)
+    del broken["temporal_atte.w_qs.weight"]
+    broken["temporal_atte.extra.weight"] = torch.zeros(1)
+    broken["layer2.0.weight"] = broken["layer2.0.weight"][:, :, 0]
+    with pytest.raises(ReferenceStateError) as error:
+        head.load_reference_state_dict(broken)
+    message = str(error.value)
+    assert "missing: temporal_atte.w_qs.weight" in message
+    assert "unexpected: temporal_atte.extra.weight" in message
+    assert "wrong shape: layer2.0.weight" in message
+
+
+def small_head(**options: object) -> nn.Module:
+    torch.manual_seed(0)
+    config = HeadConfig(dim=32, frames=6, num_base_classes=10, options={"heads": 4, **options})
+    return plugin().HyrsmHead(config).eval()
+
+
+@pytest.mark.parametrize(("shot", "set_items"), [(1, "auto"), (3, "auto"), (2, "videos")])
+def test_batched_episodes_equal_single(shot: int, set_items: str) -> None:
+    head = small_head(set_items=set_items)
+    episodes, way, num_query, frames = 3, 4, 5, 6
+    generator = torch.Generator().manual_seed(1)
+    support_features = torch.rand(episodes, way * shot, frames, 32, generator=generator)
+    query_features = torch.rand(episodes, num_query, frames, 32, generator=generator)
+    with torch.no_grad():
+        support = head.encode(support_features.flatten(0, 1))
+        query = head.encode(query_features.flatten(0, 1))
+        batched = head.logits(
+            {key: value.reshape(episodes, way, shot, *value.shape[1:]) for key, value in support.items()},
+            {key: value.reshape(episodes, num_query, *value.shape[1:]) for key, value in query.items()},
+        )
+        assert batched.shape == (episodes, num_query, way)
+        for index in range(episodes):
+            single = head.logits(
+                support_to_episode(head.encode(support_features[index]), way, shot),
+                add_episode_axis(head.encode(query_features[index])),
+            )
+            torch.testing.assert_close(batched[index : index + 1], single, atol=1e-6, rtol=1e-6)
+
+
+def test_few_adam_steps_reduce_loss() -> None:
+    head = small_head().train()
+    generator = torch.Generator().manual_seed(2)
+    way, shot, queries = 3, 2, 2
+    prototypes = torch.rand(way, 1, 32, generator=generator)
+    support = torch.relu(prototypes.repeat_interleave(shot, 0) + 0.3 * torch.randn(way * shot, 6, 32, generator=generator))
+    query = torch.relu(prototypes.repeat_interleave(queries, 0) + 0.3 * torch.randn(way * queries, 6, 32, generator=generator))
+    episode = TrainEpisode(way, shot, torch.arange(way).repeat_interleave(queries), torch.tensor([4, 7, 1]))
+    optimizer = torch.optim.Adam(head.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(8):
+        optimizer.zero_grad()
+        result = head.loss(support, query, episode)
+        result.total.backward()
+        optimizer.step()
+        losses.append(result.total.item())
+    assert losses[-1] < losses[0]
+
+
+def test_unknown_option_and_card() -> None:
+    with pytest.raises(ValueError, match="unknown option"):
+        small_head(head_count=4)
+    (card,) = plugin().CARDS
+    assert card.name == "hyrsm" and card.head is plugin().HyrsmHead
+    assert {"ssv2-full", "ssv2-small", "kinetics100", "ucf101", "hmdb51", "synthetic"} <= set(card.recipes)
+    assert card.published[("ssv2-full", 1)] == 54.3
+    for recipe in card.recipes.values():  # every loss weight must be a valid head option
+        small_head(**recipe.loss_weights)
