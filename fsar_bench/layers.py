@@ -4,9 +4,11 @@ Everything here follows the reference semantics in ``../shared/parity/README.md`
 
 * ``HyrsmPositionalEncoding``: ``x·sqrt(d/A) + B·pe[:T]`` with HyRSM's non-standard sinusoid table.
 * ``PreNormSelfAttention``: ``x + Linear(MHSA(LayerNorm(x)))``, the intra-video attention of both heads.
+* ``PreNormTransformerLayer``: MoLo's one-layer ``Transformer_v2`` (the attention above, then ``x + FFN(x)``).
 * ``cosine_matrix`` / ``bi_mhm_distance``: Bi-directional Mean Hausdorff matching (sum form) with either the
   L2-normalised cosine (HyRSM) or the ``+eps``-in-denominator cosine (MoLo, OTAM).
-* ``rename_keys``: turns our state-dict keys into the reference's by prefix rules.
+* ``MotionDecoder``: MoLo's motion auto-decoder (bilinear up stages + BN + ReLU, 1×1 conv to RGB).
+* ``rename_keys``: turns our state-dict keys into the reference's by prefix rules; ``resolve_options``.
 
 Usage::
 
@@ -179,3 +181,72 @@ def resolve_options(defaults: dict[str, object], given: dict[str, object] | None
     if unknown:
         raise ValueError(f"{head}: unknown option(s) {unknown}; known options: {sorted(defaults)}")
     return {**defaults, **given}
+
+
+# --------------------------------------------------------------------------- transformer layer
+class FeedForward(nn.Module):
+    """``[..., d] -> [..., d]``: Linear -> exact GELU -> Dropout -> Linear -> Dropout."""
+
+    def __init__(self, dim: int, hidden: int, dropout: float) -> None:
+        super().__init__()
+        self.hidden = nn.Linear(dim, hidden)
+        self.hidden_dropout = nn.Dropout(dropout)
+        self.output = nn.Linear(hidden, dim)
+        self.output_dropout = nn.Dropout(dropout)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        return self.output_dropout(self.output(self.hidden_dropout(F.gelu(self.hidden(tokens)))))
+
+
+class PreNormTransformerLayer(nn.Module):
+    """``[..., L, d] -> [..., L, d]``: ``x + MHSA(LN(x))``, then ``x + FFN(x)`` (no norm before the FFN).
+
+    Reference names are those of MoLo's ``Transformer_v2`` with depth 1.
+    """
+
+    REFERENCE_RULES: KeyRules = (
+        *nest_rules("attention.", "layers.0.0.", PreNormSelfAttention.REFERENCE_RULES),
+        ("feed_forward.hidden.", "layers.0.1.net.0."),
+        ("feed_forward.output.", "layers.0.1.net.3."),
+    )
+
+    def __init__(
+        self, dim: int, heads: int, attention_dropout: float, hidden: int, feed_forward_dropout: float
+    ) -> None:
+        super().__init__()
+        self.attention = PreNormSelfAttention(dim, heads, attention_dropout)
+        self.feed_forward = FeedForward(dim, hidden, feed_forward_dropout)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        tokens = self.attention(tokens)
+        return tokens + self.feed_forward(tokens)
+
+
+# --------------------------------------------------------------------------- MoLo motion auto-decoder
+class DecoderStage(nn.Module):
+    """``[R, c_in, h, w] -> [R, c_out, s·h, s·w]``: bilinear (align_corners) ×s, 3×3 conv (no bias), BN, ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int, scale: int) -> None:
+        super().__init__()
+        self.scale = scale
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False)
+        self.norm = nn.BatchNorm2d(out_channels)
+
+    def forward(self, maps: Tensor) -> Tensor:
+        maps = F.interpolate(maps, scale_factor=self.scale, mode="bilinear", align_corners=True)
+        return torch.relu(self.norm(self.conv(maps)))
+
+
+class MotionDecoder(nn.Module):
+    """Motion auto-decoder: differential features ``[R, c, h, w]`` -> pixel differences ``[R, 3, S·h, S·w]``."""
+
+    def __init__(self, in_channels: int, widths: tuple[int, ...], scales: tuple[int, ...]) -> None:
+        super().__init__()
+        channels = (in_channels, *widths)
+        self.stages = nn.Sequential(
+            *(DecoderStage(channels[index], channels[index + 1], scales[index]) for index in range(len(widths)))
+        )
+        self.to_pixels = nn.Conv2d(widths[-1], 3, kernel_size=1)
+
+    def forward(self, differences: Tensor) -> Tensor:
+        return self.to_pixels(self.stages(differences))

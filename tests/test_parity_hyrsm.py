@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import torch
@@ -18,30 +15,32 @@ from fsar_bench.api import (
     add_episode_axis,
     support_to_episode,
 )
-from tests.conftest import PARITY_DIR, PROJECT_ROOT
+from methods import hyrsm
+from tests.conftest import PARITY_DIR
 
 TOLERANCE = {"atol": 1e-5, "rtol": 1e-5}
 FIXTURES = sorted(PARITY_DIR.glob("hyrsm_*.pt"))
 
 
-@functools.cache
-def plugin() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("fsar_plugin_hyrsm", PROJECT_ROOT / "methods" / "hyrsm.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small tensors: one intra-op thread is faster than two on a shared 2-core machine (restored after)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def build_from_fixture(fixture: dict) -> nn.Module:
     meta, train_cfg = fixture["meta"], fixture["meta"]["cfg"]["TRAIN"]
     options = {
         "heads": meta["heads"],
-        "classification_weight": train_cfg["USE_CLASSIFICATION_VALUE"],
+        "classification_weight": train_cfg.get("USE_CLASSIFICATION_VALUE", 0.0),
         "position_a": float(train_cfg.get("POSITION_A", 10)),
         "position_b": float(train_cfg.get("POSITION_B", 1)),
     }
     config = HeadConfig(dim=meta["d"], frames=meta["T"], num_base_classes=meta["num_class"], options=options)
-    head = plugin().HyrsmHead(config)
+    head = hyrsm.HyrsmHead(config)
     head.load_reference_state_dict(fixture["state_dict"])
     return head
 
@@ -87,7 +86,8 @@ def test_eval_outputs_match_reference(path: Path) -> None:
 
     reference = outputs["intermediates"]
     num_support = order.numel()
-    rows = torch.cat([frame_rows(order, meta["T"]), num_support * meta["T"] + torch.arange(meta["n_query"] * meta["T"])])
+    query_rows = num_support * meta["T"] + torch.arange(meta["n_query"] * meta["T"])
+    rows = torch.cat([frame_rows(order, meta["T"]), query_rows])
     # the 1-shot class keeps support videos as set items in input order; the prototype class is already class-major
     item_order = order if meta["shot"] == 1 else torch.arange(meta["way"])
     set_order = torch.cat([item_order, torch.tensor([item_order.numel()])])
@@ -111,6 +111,11 @@ def test_train_losses_match_reference(path: Path) -> None:
     order, episode = class_major(fixture)
     result = head.loss(inputs["support_features"][order], inputs["query_features"], episode)
     result.total.backward()
+    with torch.no_grad():
+        class_logits = head.base_class_logits(torch.cat([inputs["support_features"][order], inputs["query_features"]]))
+    query_rows = order.numel() * meta["T"] + torch.arange(meta["n_query"] * meta["T"])
+    rows = torch.cat([frame_rows(order, meta["T"]), query_rows])
+    torch.testing.assert_close(class_logits, outputs["train"]["class_logits"][rows], **TOLERANCE)
 
     reference = outputs["loss"]
     batch_size = meta["cfg"]["TRAIN"]["BATCH_SIZE"]
@@ -143,7 +148,7 @@ def test_reference_state_dict_errors_list_keys() -> None:
 def small_head(**options: object) -> nn.Module:
     torch.manual_seed(0)
     config = HeadConfig(dim=32, frames=6, num_base_classes=10, options={"heads": 4, **options})
-    return plugin().HyrsmHead(config).eval()
+    return hyrsm.HyrsmHead(config).eval()
 
 
 @pytest.mark.parametrize(("shot", "set_items"), [(1, "auto"), (3, "auto"), (2, "videos")])
@@ -174,8 +179,9 @@ def test_few_adam_steps_reduce_loss() -> None:
     generator = torch.Generator().manual_seed(2)
     way, shot, queries = 3, 2, 2
     prototypes = torch.rand(way, 1, 32, generator=generator)
-    support = torch.relu(prototypes.repeat_interleave(shot, 0) + 0.3 * torch.randn(way * shot, 6, 32, generator=generator))
-    query = torch.relu(prototypes.repeat_interleave(queries, 0) + 0.3 * torch.randn(way * queries, 6, 32, generator=generator))
+    noise = 0.3 * torch.randn(way * (shot + queries), 6, 32, generator=generator)
+    support = torch.relu(prototypes.repeat_interleave(shot, 0) + noise[: way * shot])
+    query = torch.relu(prototypes.repeat_interleave(queries, 0) + noise[way * shot :])
     episode = TrainEpisode(way, shot, torch.arange(way).repeat_interleave(queries), torch.tensor([4, 7, 1]))
     optimizer = torch.optim.Adam(head.parameters(), lr=1e-3)
     losses = []
@@ -191,8 +197,8 @@ def test_few_adam_steps_reduce_loss() -> None:
 def test_unknown_option_and_card() -> None:
     with pytest.raises(ValueError, match="unknown option"):
         small_head(head_count=4)
-    (card,) = plugin().CARDS
-    assert card.name == "hyrsm" and card.head is plugin().HyrsmHead
+    (card,) = hyrsm.CARDS
+    assert card.name == "hyrsm" and card.head is hyrsm.HyrsmHead
     assert {"ssv2-full", "ssv2-small", "kinetics100", "ucf101", "hmdb51", "synthetic"} <= set(card.recipes)
     assert card.published[("ssv2-full", 1)] == 54.3
     for recipe in card.recipes.values():  # every loss weight must be a valid head option
