@@ -1,0 +1,51 @@
+"""`fsar-bench methods` and `fsar-bench datasets`: what can be run.
+
+Usage::
+
+    fsar-bench methods
+    fsar-bench datasets
+"""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from fsar_bench.cli.common import config_from, handle_errors, stderr, stdout
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("methods")
+    @handle_errors
+    def methods_command(ctx: typer.Context) -> None:
+        """List every method with its origin file; plugins that failed to load are shown by file and line."""
+        from fsar_bench.registry import discover_methods
+
+        config = config_from(ctx)
+        registry = discover_methods(config.path("methods"))
+        table = Table(title=f"methods ({config.path('methods')})")
+        for column in ("name", "summary", "origin"):
+            table.add_column(column)
+        for name in registry.names():
+            entry = registry.methods[name]
+            table.add_row(name, entry.card.summary, entry.origin)
+        stdout.print(table)
+        for name, origins in registry.duplicates.items():
+            stderr.print(f"[red]duplicate method name {name!r}[/]: defined in {' and '.join(origins)}")
+        for failure in registry.failures:
+            stderr.print(f"[red]plugin failed to load[/]: {failure.origin}: {failure.message}")
+
+    @app.command("datasets")
+    @handle_errors
+    def datasets_command(ctx: typer.Context) -> None:
+        """List the benchmarks and where their data is expected."""
+        from fsar_bench.datasets import BENCHMARK_DESCRIPTIONS, benchmark_names
+
+        config = config_from(ctx)
+        table = Table(title="datasets")
+        for column in ("name", "description", "root (bench.toml [datasets.NAME] root)"):
+            table.add_column(column)
+        for name in benchmark_names():
+            root = config.dataset_settings(name).get("root", "generated in the cache" if name == "synthetic" else "(not set)")
+            table.add_row(name, BENCHMARK_DESCRIPTIONS.get(name, ""), root)
+        stdout.print(table)

@@ -1,0 +1,62 @@
+"""Shared pieces of the command line: config loading, error reporting, option parsing.
+
+Diagnostics go to stderr so that stdout stays parseable (e.g. ``report --format csv``).
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from fsar_bench.config import Config, load_config
+from fsar_bench.errors import FsarError, UsageError
+from fsar_bench.video import VideoError
+
+stderr = Console(stderr=True, highlight=False)
+stdout = Console(highlight=False)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def handle_errors(command: F) -> F:
+    """Turn fsar-bench errors into a one-paragraph message on stderr and the documented exit code."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except FsarError as error:
+            stderr.print(f"[bold red]error:[/] {error}", markup=True, soft_wrap=True)
+            raise typer.Exit(error.exit_code) from None
+        except VideoError as error:
+            stderr.print(f"[bold red]error:[/] video {error}. Run `fsar-bench data check` to list every bad file.",
+                         markup=True, soft_wrap=True)
+            raise typer.Exit(3) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def config_from(ctx: typer.Context, cli: dict[str, Any] | None = None) -> Config:
+    """The resolved config: ``--config`` (or bench.toml found upward from cwd) < ``cli``."""
+    path: Path | None = (ctx.obj or {}).get("config_path") if ctx is not None else None
+    return load_config(path, cli)
+
+
+def parse_shots(text: str) -> list[int]:
+    """"1,5" -> [1, 5]; anything else is a UsageError saying what is expected."""
+    shots = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part.isdigit() or int(part) < 1:
+            raise UsageError(f"--shots expects positive integers separated by commas (e.g. 1,5), got {text!r}")
+        shots.append(int(part))
+    return sorted(set(shots))
+
+
+def is_terminal() -> bool:
+    return sys.stderr.isatty()

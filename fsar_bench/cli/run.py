@@ -1,0 +1,136 @@
+"""`fsar-bench run`, `train` and `evaluate`.
+
+Usage::
+
+    fsar-bench run otam --dataset synthetic --shots 1,5            # trains where no checkpoint exists
+    fsar-bench run tsn -d synthetic --shots 5 --episodes 200        # a labelled smoke run
+    fsar-bench train otam --dataset synthetic --shot 5
+    fsar-bench evaluate otam -d synthetic --shots 5 --checkpoint results/checkpoints/.../best.pt
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from fsar_bench.cli.common import config_from, handle_errors, parse_shots, stderr, stdout
+from fsar_bench.errors import UsageError
+
+DatasetOpt = Annotated[str, typer.Option("--dataset", "-d", help="Benchmark name (see `fsar-bench datasets`).")]
+EpisodesOpt = Annotated[Optional[int], typer.Option(help="Episodes per shot (default: bench.toml, 10,000). Fewer = smoke run.")]
+SeedOpt = Annotated[Optional[int], typer.Option(help="Episode seed (default: bench.toml).")]
+DeviceOpt = Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N.")]
+BackboneOpt = Annotated[Optional[str], typer.Option(help="resnet50 | small-cnn (default: by dataset).")]
+WeightsOpt = Annotated[Optional[str], typer.Option("--backbone-weights", help="imagenet | none | PATH to a .pth.")]
+TrainSeedOpt = Annotated[Optional[int], typer.Option(help="Training seed (default: bench.toml).")]
+ResultsOpt = Annotated[Optional[Path], typer.Option(help="Results folder (default: bench.toml [paths] results).")]
+WorkersOpt = Annotated[Optional[int], typer.Option(help="Video decoding worker processes.")]
+
+
+def _cli_values(episodes=None, seed=None, device=None, backbone=None, backbone_weights=None, train_seed=None,
+                results=None, workers=None) -> dict[str, Any]:
+    return {"protocol.episodes": episodes, "protocol.seed": seed, "run.device": device, "run.backbone": backbone,
+            "run.backbone_weights": backbone_weights, "run.train_seed": train_seed,
+            "paths.results": str(results.resolve()) if results else None, "run.workers": workers}
+
+
+def _evaluate(ctx: typer.Context, method: str, dataset: str, shots: str, cli: dict[str, Any], checkpoint: Optional[Path],
+              no_train: bool, retrain: bool) -> None:
+    from fsar_bench.report import collect_runs, format_table
+    from fsar_bench.runner import RunRequest, run_method
+
+    if episodes_value := cli.get("protocol.episodes"):
+        if episodes_value < 1:
+            raise UsageError(f"--episodes must be at least 1, got {episodes_value}")
+    shot_list = parse_shots(shots)
+    if checkpoint is not None and len(shot_list) > 1:
+        raise UsageError("--checkpoint holds one trained model: give a single --shots value with it")
+    if checkpoint is not None and no_train:
+        raise UsageError("--checkpoint and --no-train exclude each other")
+    config = config_from(ctx, cli)
+    standard = config_from(ctx, {**cli, "protocol.episodes": None}).protocol["episodes"]
+    run_ids = []
+    for shot in shot_list:
+        summary = run_method(config, RunRequest(method, dataset, shot, checkpoint, no_train, retrain), standard,
+                             log=lambda message: stderr.print(message))
+        stderr.print(f"{method} {dataset} {shot}-shot: {summary['accuracy']:.2f} ± {summary['ci95']:.2f} "
+                     f"over {summary['episodes']} episodes")
+        run_ids.append(summary)
+    table = collect_runs(config.path("results"))
+    shown = table[(table["method"] == method) & (table["dataset"] == dataset) & table["shot"].isin(shot_list)
+                  & (table["status"] != "incomplete")]
+    stdout.print(format_table(shown, "table"))
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("run")
+    @handle_errors
+    def run_command(
+        ctx: typer.Context,
+        method: Annotated[str, typer.Argument(help="Method name (see `fsar-bench methods`).")],
+        dataset: DatasetOpt,
+        shots: Annotated[str, typer.Option(help="Comma-separated shots, e.g. 1,5.")] = "1,5",
+        episodes: EpisodesOpt = None,
+        seed: SeedOpt = None,
+        checkpoint: Annotated[Optional[Path], typer.Option(help="Evaluate this checkpoint (one shot).")] = None,
+        no_train: Annotated[bool, typer.Option("--no-train", help="Never train: use the checkpoint if present, else the untrained model.")] = False,
+        retrain: Annotated[bool, typer.Option("--retrain", help="Train again even if a checkpoint exists.")] = False,
+        device: DeviceOpt = None,
+        backbone: BackboneOpt = None,
+        backbone_weights: WeightsOpt = None,
+        train_seed: TrainSeedOpt = None,
+        results: ResultsOpt = None,
+        workers: WorkersOpt = None,
+    ) -> None:
+        """Train where no checkpoint exists, evaluate the test episodes, store and print the results."""
+        cli = _cli_values(episodes, seed, device, backbone, backbone_weights, train_seed, results, workers)
+        _evaluate(ctx, method, dataset, shots, cli, checkpoint, no_train, retrain)
+
+    @app.command("evaluate")
+    @handle_errors
+    def evaluate_command(
+        ctx: typer.Context,
+        method: Annotated[str, typer.Argument(help="Method name.")],
+        dataset: DatasetOpt,
+        shots: Annotated[str, typer.Option(help="Comma-separated shots.")] = "1,5",
+        episodes: EpisodesOpt = None,
+        seed: SeedOpt = None,
+        checkpoint: Annotated[Optional[Path], typer.Option(help="Checkpoint to evaluate (one shot).")] = None,
+        device: DeviceOpt = None,
+        backbone: BackboneOpt = None,
+        backbone_weights: WeightsOpt = None,
+        train_seed: TrainSeedOpt = None,
+        results: ResultsOpt = None,
+        workers: WorkersOpt = None,
+    ) -> None:
+        """Evaluate only (never trains): the given or default checkpoint, else the untrained model."""
+        cli = _cli_values(episodes, seed, device, backbone, backbone_weights, train_seed, results, workers)
+        _evaluate(ctx, method, dataset, shots, cli, checkpoint, no_train=checkpoint is None, retrain=False)
+
+    @app.command("train")
+    @handle_errors
+    def train_command(
+        ctx: typer.Context,
+        method: Annotated[str, typer.Argument(help="Method name.")],
+        dataset: DatasetOpt,
+        shot: Annotated[int, typer.Option(min=1, help="Shots per class in training episodes.")] = 1,
+        device: DeviceOpt = None,
+        backbone: BackboneOpt = None,
+        backbone_weights: WeightsOpt = None,
+        train_seed: TrainSeedOpt = None,
+        results: ResultsOpt = None,
+        workers: WorkersOpt = None,
+    ) -> None:
+        """Meta-train on the train split, select on val (the test split is never read)."""
+        from fsar_bench.datasets import open_benchmark
+        from fsar_bench.runner import build_model, default_checkpoint_path, get_method, resolve_device, train_checkpoint
+
+        config = config_from(ctx, _cli_values(None, None, device, backbone, backbone_weights, train_seed, results, workers))
+        entry = get_method(config, method)
+        benchmark = open_benchmark(dataset, config)
+        model = build_model(config, entry, benchmark, resolve_device(config.run["device"]))
+        path = default_checkpoint_path(config, model, dataset, shot)
+        train_checkpoint(config, entry, benchmark, model, shot, path)
+        stderr.print(f"best-on-val checkpoint: {path}")
