@@ -134,9 +134,11 @@ class LossOutput:
 class Recipe:
     """A training recipe. ``iterations`` counts episodes; the optimizer steps every ``episodes_per_step``.
 
-    ``lr_steps`` are iteration counts at which the lr is multiplied by ``lr_decay``;
-    ``warmup`` iterations ramp it linearly from 0. ``loss_weights`` are passed to the head as
-    options. ``val_every``/``val_episodes`` control checkpoint selection on the val split.
+    ``lr_steps`` are iteration counts at which the lr is multiplied by ``lr_decay`` (or, when
+    ``lr_factors`` is given, by ``lr_factors[i]`` at ``lr_steps[i]``); ``warmup`` iterations ramp it
+    linearly from 0. ``loss_weights`` and ``head_options`` are passed to the head as options.
+    ``train_queries_by_shot`` overrides ``train_queries_per_class`` per shot.
+    ``val_every``/``val_episodes`` control checkpoint selection on the val split.
     """
 
     optimizer: str = "adam"  # "adam" | "sgd"
@@ -149,10 +151,25 @@ class Recipe:
     warmup: int = 0
     lr_steps: tuple[int, ...] = ()
     lr_decay: float = 0.1
+    lr_factors: tuple[float, ...] = ()
     loss_weights: Mapping[str, float] = field(default_factory=dict)
+    head_options: Mapping[str, Any] = field(default_factory=dict)
+    train_queries_by_shot: Mapping[int, int] = field(default_factory=dict)
     val_every: int = 100
     val_episodes: int = 200
     notes: str = ""
+
+    def train_queries(self, shot: int) -> int:
+        """Training queries per class at this shot."""
+        return int(self.train_queries_by_shot.get(shot, self.train_queries_per_class))
+
+    def lr_multiplier(self, iteration: float) -> float:
+        """Product of the decays whose step has passed (before warm-up)."""
+        factor = 1.0
+        for index, step in enumerate(self.lr_steps):
+            if iteration >= step:
+                factor *= self.lr_factors[index] if self.lr_factors else self.lr_decay
+        return factor
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ class SmallCNN(nn.Module):
     moving shapes needs. At 64x64 input: maps ``[B, dim, 2, 2]``.
     """
 
-    def __init__(self, dim: int = 128, widths: tuple[int, ...] = (24, 48, 64, 96)) -> None:
+    def __init__(self, dim: int = 128, widths: tuple[int, ...] = (16, 32, 64, 96)) -> None:
         super().__init__()
         channels = (5, *widths, dim)
         stages: list[nn.Module] = []

@@ -170,4 +170,6 @@ def load_config(path: Path | None = None, cli: dict[str, Any] | None = None, sea
 def recipe_with_overrides(recipe: Recipe, overrides: dict[str, Any]) -> Recipe:
     """Apply [methods.NAME] recipe fields (not ``options``/``backbone``) to a Recipe."""
     fields = {k: (tuple(v) if isinstance(v, list) else v) for k, v in overrides.items() if k in RECIPE_KEYS}
+    if "train_queries_by_shot" in fields:  # TOML table keys are strings
+        fields["train_queries_by_shot"] = {int(shot): int(q) for shot, q in fields["train_queries_by_shot"].items()}
     return dataclasses.replace(recipe, **fields)

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 import fsar_bench
+from fsar_bench.api import Recipe
 from fsar_bench.backbones import default_backbone
 from fsar_bench.config import Config, recipe_with_overrides
 from fsar_bench.datasets import Benchmark, open_benchmark
@@ -75,14 +76,24 @@ def make_protocol(config: Config, benchmark: Benchmark, partition: str, shot: in
     )
 
 
+def method_recipe(config: Config, entry: MethodEntry, dataset: str) -> Recipe:
+    """The card's recipe for ``dataset`` with the [methods.NAME] overrides of bench.toml applied."""
+    return recipe_with_overrides(entry.card.recipe_for(dataset), config.method_overrides(entry.name))
+
+
 def build_model(config: Config, entry: MethodEntry, benchmark: Benchmark, device: torch.device) -> FSARModel:
-    """The method's model with fresh weights (seeded by the train seed, without touching global RNG state)."""
+    """The method's model with fresh weights (seeded by the train seed, without touching global RNG state).
+
+    Head options: card options < the recipe's loss weights and head options < [methods.NAME] options.
+    """
     overrides = config.method_overrides(entry.name)
+    recipe = method_recipe(config, entry, benchmark.name)
+    options = {**recipe.loss_weights, **recipe.head_options, **overrides.get("options", {})}
     backbone = overrides.get("backbone") or (config.run["backbone"] if config.run["backbone"] != "auto" else default_backbone(benchmark.name))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.run["train_seed"])
         model = FSARModel.build(entry.card, backbone, config.run["backbone_weights"], config.protocol["frames"],
-                                benchmark.size, len(benchmark.partition("train").classes), overrides.get("options"))
+                                benchmark.size, len(benchmark.partition("train").classes), options)
     return model.to(device)
 
 
@@ -121,11 +132,11 @@ def ensure_checkpoint(config: Config, entry: MethodEntry, benchmark: Benchmark, 
 
 def train_checkpoint(config: Config, entry: MethodEntry, benchmark: Benchmark, model: FSARModel, shot: int, path: Path) -> None:
     """Meta-train with the card's recipe (+ [methods.NAME] overrides); select on val; write ``path`` last."""
-    recipe = recipe_with_overrides(entry.card.recipe_for(benchmark.name), config.method_overrides(entry.name))
+    recipe = method_recipe(config, entry, benchmark.name)
     train_class, train_count = benchmark.partition("train").smallest_class()
-    if shot + recipe.train_queries_per_class > train_count:
+    if shot + recipe.train_queries(shot) > train_count:
         raise UsageError(f"{benchmark.name} train: class {train_class!r} has {train_count} videos, but training with shot "
-                         f"{shot} + {recipe.train_queries_per_class} queries per class needs {shot + recipe.train_queries_per_class}")
+                         f"{shot} + {recipe.train_queries(shot)} queries per class needs {shot + recipe.train_queries(shot)}")
     val_protocol = make_protocol(config, benchmark, "val", shot, episodes=recipe.val_episodes)
     val_episodes = draw_episodes(val_protocol, benchmark.partition("val"))
     partial = path.with_name("training.partial.pt")

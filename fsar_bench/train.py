@@ -74,7 +74,7 @@ class TrainClipSource:
 def learning_rate(recipe: Recipe, step: int, steps_per_iteration: float) -> float:
     """lr at optimizer step ``step``: linear warm-up, then x lr_decay at each of ``lr_steps`` (in iterations)."""
     iteration = step * steps_per_iteration
-    lr = recipe.lr * (recipe.lr_decay ** sum(iteration >= s for s in recipe.lr_steps))
+    lr = recipe.lr * recipe.lr_multiplier(iteration)
     if recipe.warmup and iteration < recipe.warmup:
         lr *= (iteration + 1) / recipe.warmup
     return lr
@@ -110,7 +110,7 @@ def train_model(
     device = model.device
     use_amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    queries = recipe.train_queries_per_class
+    queries = recipe.train_queries(shot)
     best = (-math.inf, -1)
     sha = ""
     history: list[dict] = []
