@@ -1,7 +1,10 @@
-"""Reading frames from videos, and choosing which frames to read.
+"""Reading frames from videos and frame folders, and choosing which frames to read.
 
-One small interface, two engines: decord (fast, Linux x86-64 wheels) and PyAV (everywhere).
-``open_reader()`` picks decord when it imports, else PyAV; ``FSAR_VIDEO_BACKEND=pyav`` forces PyAV.
+One small interface, three engines: decord (fast, Linux x86-64 wheels) and PyAV (everywhere) for
+video files, and ``FrameFolderReader`` for folders of frames (``<video>/<frame>.jpg``, in natural
+order: ``img_2.jpg`` before ``img_10.jpg``). ``open_reader()`` returns a reader that uses the frame
+folder engine when the path is a directory, else decord when it imports, else PyAV;
+``FSAR_VIDEO_BACKEND=pyav`` forces PyAV.
 
 Usage::
 
@@ -12,20 +15,28 @@ Usage::
 from __future__ import annotations
 
 import os
-from pathlib import Path
+import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 
-class VideoError(Exception):
-    """A video is missing, unreadable, truncated or too short. ``path`` names it."""
+FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
+PROBLEM_KINDS = ("missing", "empty", "unreadable", "corrupt", "too-short")
+"""What can be wrong with a video: absent; 0 bytes or no frames; cannot be opened; fails to decode
+(truncated or damaged); fewer frames than sampled."""
 
-    def __init__(self, path: Path | str, reason: str) -> None:
+
+class VideoError(Exception):
+    """A video is missing, unreadable, truncated or too short. ``path`` names it, ``kind`` is in PROBLEM_KINDS."""
+
+    def __init__(self, path: Path | str, reason: str, kind: str = "unreadable") -> None:
         super().__init__(f"{path}: {reason}")
         self.path = Path(path)
         self.reason = reason
+        self.kind = kind
 
 
 FrameChoice = Callable[[int], list[int]]
@@ -76,8 +87,7 @@ class DecordReader:
         self._decord = decord
 
     def _open(self, path: Path):
-        if not Path(path).is_file():
-            raise VideoError(path, "file not found")
+        _check_file(path)
         try:
             return self._decord.VideoReader(str(path), num_threads=1)
         except Exception as error:  # decord raises its own DECORDError and RuntimeError
@@ -91,11 +101,11 @@ class DecordReader:
         total = len(video)
         indices = choose(total)
         if indices and max(indices) >= total:
-            raise VideoError(path, f"has {total} frames, frame {max(indices)} was requested")
+            raise VideoError(path, f"has {total} frames, frame {max(indices)} was requested", "corrupt")
         try:
             return video.get_batch(list(indices)).asnumpy()
         except Exception as error:
-            raise VideoError(path, f"decoding failed ({_first_line(error)}); the file is truncated or corrupt") from None
+            raise VideoError(path, f"decoding failed ({_first_line(error)}); the file is truncated or corrupt", "corrupt") from None
 
 
 class PyAVReader:
@@ -110,11 +120,14 @@ class PyAVReader:
 
     def _decode(self, path: Path, stop: int | None) -> list[np.ndarray]:
         """Decode frames 0..stop (all when stop is None)."""
-        if not Path(path).is_file():
-            raise VideoError(path, "file not found")
+        _check_file(path)
         frames: list[np.ndarray] = []
         try:
-            with self._av.open(str(path)) as container:
+            container = self._av.open(str(path))
+        except Exception as error:
+            raise VideoError(path, f"cannot be opened by PyAV ({_first_line(error)}); the file is corrupt or not a video") from None
+        try:
+            with container:
                 if not container.streams.video:
                     raise VideoError(path, "has no video stream")
                 for frame in container.decode(video=0):
@@ -124,7 +137,8 @@ class PyAVReader:
         except VideoError:
             raise
         except Exception as error:
-            raise VideoError(path, f"cannot be decoded by PyAV ({_first_line(error)}); the file is corrupt or truncated") from None
+            raise VideoError(path, f"decoding failed after {len(frames)} frames ({_first_line(error)}); "
+                             "the file is truncated or corrupt", "corrupt") from None
         return frames
 
     def num_frames(self, path: Path) -> int:
@@ -134,22 +148,86 @@ class PyAVReader:
         frames = self._decode(path, None)
         indices = choose(len(frames))
         if indices and max(indices) >= len(frames):
-            raise VideoError(path, f"has {len(frames)} decodable frames, frame {max(indices)} was requested")
+            raise VideoError(path, f"has {len(frames)} decodable frames, frame {max(indices)} was requested", "corrupt")
         return np.stack([frames[i] for i in indices])
 
 
+def _natural_key(name: str) -> list:
+    """``frame_2`` before ``frame_10``."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def list_frames(folder: Path) -> list[Path]:
+    """The frame images of a frame folder (.jpg, .jpeg, .png), in natural order of their names."""
+    names = [entry.name for entry in os.scandir(folder) if entry.name.lower().endswith(FRAME_SUFFIXES) and entry.is_file()]
+    return [Path(folder) / name for name in sorted(names, key=_natural_key)]
+
+
+class FrameFolderReader:
+    """Frame folders: one image per frame; a frame that fails to decode names its file."""
+
+    name = "frames"
+
+    def _frames(self, path: Path) -> list[Path]:
+        if not Path(path).is_dir():
+            raise VideoError(path, "frame folder not found", "missing")
+        frames = list_frames(path)
+        if not frames:
+            raise VideoError(path, f"frame folder holds no {'/'.join(FRAME_SUFFIXES)} images", "empty")
+        return frames
+
+    def num_frames(self, path: Path) -> int:
+        return len(self._frames(path))
+
+    def read(self, path: Path, choose: FrameChoice) -> np.ndarray:
+        from PIL import Image
+
+        files = self._frames(path)
+        indices = choose(len(files))
+        images = []
+        for index in indices:
+            try:
+                with Image.open(files[index]) as image:
+                    images.append(np.asarray(image.convert("RGB")))
+            except Exception as error:
+                raise VideoError(path, f"frame {files[index].name} cannot be decoded ({_first_line(error)})", "corrupt") from None
+            if images[-1].shape != images[0].shape:
+                raise VideoError(path, f"frame {files[index].name} is {images[-1].shape[1]}x{images[-1].shape[0]}, "
+                                       f"frame {files[indices[0]].name} is {images[0].shape[1]}x{images[0].shape[0]}", "corrupt")
+        return np.stack(images)
+
+
+class FilesAndFolders:
+    """Frame folders through FrameFolderReader, video files through ``engine`` (decord or PyAV)."""
+
+    def __init__(self, engine: VideoReader) -> None:
+        self.engine = engine
+        self.folders = FrameFolderReader()
+        self.name = engine.name
+
+    def _for(self, path: Path) -> VideoReader:
+        return self.folders if Path(path).is_dir() else self.engine
+
+    def num_frames(self, path: Path) -> int:
+        return self._for(path).num_frames(path)
+
+    def read(self, path: Path, choose: FrameChoice) -> np.ndarray:
+        return self._for(path).read(path, choose)
+
+
 def open_reader(backend: str | None = None) -> VideoReader:
-    """decord if available (or ``backend``/``$FSAR_VIDEO_BACKEND`` = "decord"|"pyav"), else PyAV."""
+    """Frame folders by path; files with decord if available (or ``backend``/``$FSAR_VIDEO_BACKEND`` =
+    "decord"|"pyav"), else PyAV."""
     choice = backend or os.environ.get("FSAR_VIDEO_BACKEND", "auto")
     if choice not in ("auto", "decord", "pyav"):
         raise ValueError(f"unknown video backend {choice!r}: use 'decord' or 'pyav'")
     if choice in ("auto", "decord"):
         try:
-            return DecordReader()
+            return FilesAndFolders(DecordReader())
         except ImportError:
             if choice == "decord":
                 raise
-    return PyAVReader()
+    return FilesAndFolders(PyAVReader())
 
 
 def clip_choice(path: Path, frames: int, rng: np.random.Generator | None = None) -> FrameChoice:
@@ -160,7 +238,7 @@ def clip_choice(path: Path, frames: int, rng: np.random.Generator | None = None)
 
     def choose(total: int) -> list[int]:
         if total < frames:
-            raise VideoError(path, f"has {total} frames, fewer than the {frames} the protocol samples")
+            raise VideoError(path, f"has {total} frames, fewer than the {frames} the protocol samples", "too-short")
         if rng is None:
             return segment_centre_indices(total, frames)
         return random_segment_indices(total, frames, rng)
@@ -171,6 +249,15 @@ def clip_choice(path: Path, frames: int, rng: np.random.Generator | None = None)
 def read_clip(reader: VideoReader, path: Path, frames: int, rng: np.random.Generator | None = None) -> np.ndarray:
     """uint8 ``[frames, H, W, 3]`` of one video, sampled as ``clip_choice`` says."""
     return reader.read(path, clip_choice(path, frames, rng))
+
+
+def _check_file(path: Path) -> None:
+    """A VideoError unless ``path`` is a non-empty file."""
+    path = Path(path)
+    if not path.is_file():
+        raise VideoError(path, "is a folder, not a video file" if path.is_dir() else "file not found", "missing")
+    if path.stat().st_size == 0:
+        raise VideoError(path, "is an empty file (0 bytes)", "empty")
 
 
 def _first_line(error: BaseException) -> str:

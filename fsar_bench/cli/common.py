@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from fsar_bench.config import Config, load_config
 from fsar_bench.errors import FsarError, UsageError
@@ -31,10 +32,10 @@ def handle_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except FsarError as error:
-            stderr.print(f"[bold red]error:[/] {error}", markup=True, soft_wrap=True)
+            stderr.print(f"[bold red]error:[/] {escape(str(error))}", markup=True, soft_wrap=True)
             raise typer.Exit(error.exit_code) from None
         except VideoError as error:
-            stderr.print(f"[bold red]error:[/] video {error}. Run `fsar-bench data check` to list every bad file.",
+            stderr.print(f"[bold red]error:[/] video {escape(str(error))}. Run `fsar-bench data check` to list every bad file.",
                          markup=True, soft_wrap=True)
             raise typer.Exit(3) from None
 

@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from fsar_bench.cli import catalog, config_cmd, data, report_cmd, run
+from fsar_bench.cli import catalog, config_cmd, data, report_cmd, run, splits_cmd
 
 app = typer.Typer(
     name="fsar-bench",
@@ -39,6 +39,7 @@ report_cmd.register(app)
 catalog.register(app)
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(data.app, name="data")
+app.add_typer(splits_cmd.app, name="splits")
 
 
 def main() -> None:
