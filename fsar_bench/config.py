@@ -103,14 +103,15 @@ def find_config_file(start: Path) -> Path | None:
 
 def _type_name(expected: type | tuple[type, ...]) -> str:
     names = [t.__name__ for t in (expected if isinstance(expected, tuple) else (expected,))]
-    return " or ".join({"str": "string", "int": "integer", "float": "number", "dict": "table", "list": "array", "tuple": "array"}.get(n, n) for n in names)
+    words = {"str": "a string", "int": "an integer", "float": "a number", "dict": "a table", "list": "an array"}
+    return " or ".join(words.get(n, n) for n in names)
 
 
 def _check_value(value: Any, expected: type | tuple[type, ...], where: str, source: Path | str) -> None:
     if isinstance(value, bool) and expected in (int, (int, float)):
-        raise UsageError(f"{source}: {where} must be a {_type_name(expected)}, got {value!r}")
+        raise UsageError(f"{source}: {where} must be {_type_name(expected)}, got {value!r}")
     if not isinstance(value, expected):
-        raise UsageError(f"{source}: {where} must be a {_type_name(expected)}, got {value!r} ({type(value).__name__})")
+        raise UsageError(f"{source}: {where} must be {_type_name(expected)}, got {value!r} ({type(value).__name__})")
 
 
 def validate(values: dict[str, Any], source: Path | str) -> None:

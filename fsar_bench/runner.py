@@ -28,13 +28,13 @@ import fsar_bench
 from fsar_bench.api import Recipe
 from fsar_bench.backbones import default_backbone
 from fsar_bench.config import Config, recipe_with_overrides
-from fsar_bench.datasets import Benchmark, open_benchmark
+from fsar_bench.datasets import Benchmark, DataOptions, open_benchmark
 from fsar_bench.episodes import EpisodeSet, Protocol, draw_episodes, save_manifest
 from fsar_bench.errors import DataError, UsageError
 from fsar_bench.evaluate import encode_videos, episode_accuracy, score_episodes
 from fsar_bench.model import FSARModel, check_checkpoint_spec, read_checkpoint
 from fsar_bench.registry import MethodEntry, discover_methods
-from fsar_bench.store import EpisodeRecord, RunStore
+from fsar_bench.store import EpisodeRecord, RunStore, check_writable
 from fsar_bench.train import console_progress, train_model
 
 
@@ -48,6 +48,7 @@ class RunRequest:
     checkpoint: Path | None = None
     no_train: bool = False
     retrain: bool = False
+    data: DataOptions = DataOptions()  # --splits-dir, --allow-missing, --trust-splits
 
 
 def resolve_device(name: str) -> torch.device:
@@ -72,7 +73,7 @@ def make_protocol(config: Config, benchmark: Benchmark, partition: str, shot: in
     return Protocol(
         dataset=benchmark.name, partition=partition, split_sha256=benchmark.partition(partition).sha256,
         way=p["way"], shot=shot, queries_per_class=p["queries_per_class"], episodes=episodes or p["episodes"],
-        frames=p["frames"], size=benchmark.size, seed=p["seed"],
+        frames=p["frames"], size=benchmark.size, seed=p["seed"], missing_videos=benchmark.missing.get(partition, ()),
     )
 
 
@@ -133,6 +134,8 @@ def ensure_checkpoint(config: Config, entry: MethodEntry, benchmark: Benchmark, 
 def train_checkpoint(config: Config, entry: MethodEntry, benchmark: Benchmark, model: FSARModel, shot: int, path: Path) -> None:
     """Meta-train with the card's recipe (+ [methods.NAME] overrides); select on val; write ``path`` last."""
     recipe = method_recipe(config, entry, benchmark.name)
+    for part in ("train", "val"):  # missing videos: refused (or dropped with --allow-missing)
+        benchmark.present_partition(part)
     train_class, train_count = benchmark.partition("train").smallest_class()
     if shot + recipe.train_queries(shot) > train_count:
         raise UsageError(f"{benchmark.name} train: class {train_class!r} has {train_count} videos, but training with shot "
@@ -175,11 +178,12 @@ def environment_stamps(config: Config, device: torch.device) -> dict[str, Any]:
 def run_method(config: Config, request: RunRequest, standard_episodes: int | None = None, log=print) -> dict[str, Any]:
     """Train if needed, then evaluate the test episodes, resuming a killed run. Returns the summary."""
     started = time.time()
+    check_writable(config.path("results"))  # before any work: a run must be able to store its results
     entry = get_method(config, request.method)
-    benchmark = open_benchmark(request.dataset, config)
+    benchmark = open_benchmark(request.dataset, config, request.data)
     device = resolve_device(config.run["device"])
+    test = benchmark.present_partition("test")  # refuses missing videos unless --allow-missing
     protocol = make_protocol(config, benchmark, "test", request.shot)
-    test = benchmark.partition("test")
     protocol.check_feasible(test)
     model = build_model(config, entry, benchmark, device)
     checkpoint_sha, checkpoint_path, train_info = ensure_checkpoint(config, entry, benchmark, model, request)
@@ -194,6 +198,7 @@ def run_method(config: Config, request: RunRequest, standard_episodes: int | Non
         "standard_episodes": standard_episodes or protocol.episodes, "checkpoint_sha256": checkpoint_sha,
         "checkpoint_path": str(checkpoint_path) if checkpoint_path else None, "training": train_info,
         "seeds": {"episodes": protocol.seed, "train": config.run["train_seed"]}, "model": model.spec,
+        "missing_videos": list(protocol.missing_videos), "split_files": benchmark.split_stamps(),
         "started_at": datetime.datetime.now(datetime.timezone.utc).isoformat(), **environment_stamps(config, device),
     }
     run = RunStore.open(results_dir, run_id, stamps)

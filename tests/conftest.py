@@ -30,3 +30,23 @@ def parity_dir() -> Path:
 @pytest.fixture
 def shared_splits_dir() -> Path:
     return SHARED_SPLITS_DIR
+
+
+@pytest.fixture(scope="session")
+def synthetic_cache(tmp_path_factory) -> Path:
+    """A cache folder holding the generated synthetic benchmark (made once per test session)."""
+    from fsar_bench.synthetic import SyntheticSpec, ensure_synthetic
+
+    cache = tmp_path_factory.mktemp("fsar-cache")
+    ensure_synthetic(cache / "datasets", SyntheticSpec())
+    return cache
+
+
+def write_bench_toml(folder: Path, cache: Path, extra: str = "") -> Path:
+    """A bench.toml in ``folder`` using ``cache`` and a results folder inside ``folder``."""
+    path = folder / "bench.toml"
+    path.write_text(
+        f'[paths]\nresults = "results"\ncache = "{cache}"\nmethods = "{PROJECT_ROOT / "methods"}"\n'
+        f'[run]\nworkers = 0\n{extra}'
+    )
+    return path
