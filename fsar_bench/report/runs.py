@@ -1,0 +1,232 @@
+"""Reading ``results/`` for the report: one ``RunData`` per run folder, never re-running anything.
+
+A run folder is ``results/runs/<run_id>/{stamps.json, records.jsonl, summary.json}`` (see
+``fsar_bench.store``). Each run gets a ``status``:
+
+- ``incomplete``: no ``summary.json`` yet (running or killed) or fewer records than its protocol's
+  episodes. Listed as incomplete, never used as a result.
+- ``smoke``: finished, but its protocol has fewer episodes than the standard one.
+- ``other-protocol``: finished, from a protocol other than the configured one (way, queries, frames,
+  seed or episodes differ, or test videos were left out with ``--allow-missing``).
+- ``complete``: finished, standard protocol.
+
+A folder whose stamps or records cannot be read is skipped and named in ``LoadedResults.skipped``.
+
+Usage::
+
+    loaded = load_results(Path("results"), expected_protocol=config.protocol)
+    for run in loaded.runs:
+        print(run.run_id, run.status, run.accuracy.mean())
+    table = collect_runs(Path("results"))          # one row per run (pandas), as `fsar-bench run` prints it
+    print(format_table(table, "markdown"))
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+from fsar_bench.stats import mean_ci
+from fsar_bench.store import RECORDS_FILE, STAMPS_FILE, SUMMARY_FILE, StoreError, read_records, run_folders
+
+STATUSES = ("complete", "smoke", "other-protocol", "incomplete")
+PROTOCOL_KEYS = ("way", "queries_per_class", "frames", "seed")
+"""Protocol settings compared with the configured protocol (besides ``episodes``)."""
+REQUIRED_STAMPS = ("method", "dataset", "shot", "way", "protocol", "protocol_fingerprint", "episode_fingerprint",
+                   "checkpoint_sha256")
+
+
+@dataclass(frozen=True)
+class RunData:
+    """One run folder as the report sees it. ``accuracy`` ``[E]`` is % per episode, aligned with ``episodes``."""
+
+    run_id: str
+    stamps: dict[str, Any]
+    episodes: NDArray[np.int64]  # [E] recorded episode ids, sorted
+    accuracy: NDArray[np.float64]  # [E] 100 * correct / queries
+    status: str  # one of STATUSES
+    detail: str = ""  # why smoke / other-protocol / incomplete, in words
+
+    @property
+    def method(self) -> str:
+        return str(self.stamps["method"])
+
+    @property
+    def dataset(self) -> str:
+        return str(self.stamps["dataset"])
+
+    @property
+    def shot(self) -> int:
+        return int(self.stamps["shot"])
+
+    @property
+    def way(self) -> int:
+        return int(self.stamps["way"])
+
+    @property
+    def protocol_fingerprint(self) -> str:
+        return str(self.stamps["protocol_fingerprint"])
+
+    @property
+    def episode_fingerprint(self) -> str:
+        return str(self.stamps["episode_fingerprint"])
+
+    @property
+    def expected_episodes(self) -> int:
+        return int(self.stamps["protocol"]["episodes"])
+
+    @property
+    def train_seed(self) -> int | None:
+        seed = (self.stamps.get("seeds") or {}).get("train")
+        return None if seed is None else int(seed)
+
+    @property
+    def untrained(self) -> bool:
+        return str(self.stamps["checkpoint_sha256"]).startswith("untrained:")
+
+
+@dataclass(frozen=True)
+class SkippedRun:
+    """A run folder that could not be read (corrupt stamps or records); ``reason`` names the file."""
+
+    run_id: str
+    reason: str
+
+
+@dataclass
+class LoadedResults:
+    """Every run folder under ``results_dir``: readable runs (any status) and skipped ones."""
+
+    results_dir: Path
+    runs: list[RunData] = field(default_factory=list)
+    skipped: list[SkippedRun] = field(default_factory=list)
+
+    @property
+    def n_folders(self) -> int:
+        return len(self.runs) + len(self.skipped)
+
+
+def classify_protocol(stamps: Mapping[str, Any], expected: Mapping[str, Any] | None) -> tuple[str, str]:
+    """("complete" | "smoke" | "other-protocol", detail) of a finished run's protocol.
+
+    ``expected`` is the configured ``[protocol]`` table (way, queries_per_class, episodes, frames,
+    seed); None accepts any protocol whose episodes reach the run's ``standard_episodes`` stamp.
+    """
+    protocol = stamps["protocol"]
+    episodes = int(protocol["episodes"])
+    standard = int(stamps.get("standard_episodes") or episodes)
+    if protocol.get("missing_videos"):  # `--allow-missing`: a separate, named protocol
+        return "other-protocol", f"allow-missing: {len(protocol['missing_videos'])} test videos left out"
+    if expected is not None:
+        differing = [key for key in PROTOCOL_KEYS if key in expected and protocol.get(key) != expected[key]]
+        if differing:
+            return "other-protocol", ", ".join(f"{key} {protocol.get(key)} instead of {expected[key]}" for key in differing)
+        standard = max(standard, int(expected.get("episodes", standard)))
+    if episodes < standard:
+        return "smoke", f"smoke run: {episodes:,} of {standard:,} episodes"
+    if expected is not None and episodes != int(expected.get("episodes", episodes)):
+        return "other-protocol", f"episodes {episodes} instead of {expected['episodes']}"
+    return "complete", ""
+
+
+def load_run(folder: Path, expected_protocol: Mapping[str, Any] | None = None) -> RunData:
+    """Read one run folder; raises StoreError (naming the file) when stamps or records are corrupt."""
+    stamps_path = folder / STAMPS_FILE
+    if not stamps_path.exists():
+        return RunData(folder.name, {}, np.zeros(0, np.int64), np.zeros(0), "incomplete",
+                       "no stamps.json yet (started or killed before writing it)")
+    try:
+        stamps = json.loads(stamps_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise StoreError(f"{stamps_path}: unreadable stamps ({error})") from None
+    missing = [key for key in REQUIRED_STAMPS if key not in stamps] if isinstance(stamps, dict) else ["(not an object)"]
+    if missing or not isinstance(stamps.get("protocol"), dict) or "episodes" not in stamps["protocol"]:
+        raise StoreError(f"{stamps_path}: stamps lack {', '.join(missing) or 'protocol.episodes'}")
+    try:
+        records = read_records(folder / RECORDS_FILE)
+        episodes = np.array([r.episode for r in records], dtype=np.int64)
+        accuracy = np.array([100.0 * r.correct / r.queries for r in records], dtype=np.float64)
+    except (OSError, ZeroDivisionError, TypeError) as error:
+        raise StoreError(f"{folder / RECORDS_FILE}: corrupt record ({error})") from None
+    expected = int(stamps["protocol"]["episodes"])
+    if len(records) and (episodes[0] < 0 or episodes[-1] >= expected):
+        raise StoreError(f"{folder / RECORDS_FILE}: episode ids {episodes[0]}..{episodes[-1]} outside 0..{expected - 1}")
+    if not np.all(np.isfinite(accuracy)) or np.any((accuracy < 0) | (accuracy > 100)):
+        raise StoreError(f"{folder / RECORDS_FILE}: a record has correct outside 0..queries")
+    finished = (folder / SUMMARY_FILE).exists()
+    if not finished:
+        return RunData(folder.name, stamps, episodes, accuracy, "incomplete",
+                       f"running or killed: {len(records):,} of {expected:,} episodes recorded, no summary.json")
+    if len(records) < expected:
+        return RunData(folder.name, stamps, episodes, accuracy, "incomplete",
+                       f"summary.json present but only {len(records):,} of {expected:,} episodes recorded")
+    status, detail = classify_protocol(stamps, expected_protocol)
+    return RunData(folder.name, stamps, episodes, accuracy, status, detail)
+
+
+def load_results(results_dir: Path, expected_protocol: Mapping[str, Any] | None = None) -> LoadedResults:
+    """Every run folder under ``results_dir/runs``; corrupt ones go to ``skipped`` with the reason."""
+    loaded = LoadedResults(results_dir)
+    for folder in run_folders(results_dir):
+        try:
+            loaded.runs.append(load_run(folder, expected_protocol))
+        except StoreError as error:
+            reason = str(error).replace(str(results_dir.resolve()) + "/", "").replace(str(results_dir) + "/", "")
+            loaded.skipped.append(SkippedRun(folder.name, reason))
+    return loaded
+
+
+# --------------------------------------------------------------------------- one row per run (pandas)
+COLUMNS = ["method", "dataset", "shot", "way", "episodes", "accuracy", "ci95", "std", "protocol", "status"]
+FORMATS = ("table", "markdown", "csv", "latex")
+
+
+def collect_runs(results_dir: Path, expected_protocol: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """One row per readable run folder (any status); corrupt folders are left out.
+
+    Used by `fsar-bench run` to print what it just stored; `fsar-bench report` builds the full
+    report from ``load_results`` instead.
+    """
+    rows = []
+    for run in load_results(results_dir, expected_protocol).runs:
+        if not run.stamps:
+            continue
+        summary = mean_ci(run.accuracy) if len(run.accuracy) else None
+        rows.append({
+            "method": run.method, "dataset": run.dataset, "shot": run.shot, "way": run.way,
+            "episodes": len(run.accuracy),
+            "accuracy": summary.mean if summary else float("nan"),
+            "ci95": summary.ci95 if summary else float("nan"),
+            "std": summary.std if summary else float("nan"),
+            "protocol": run.protocol_fingerprint[:8], "status": run.status,
+            "episode_fingerprint": run.episode_fingerprint, "train_seed": run.train_seed,
+            "checkpoint": str(run.stamps["checkpoint_sha256"]).split(":")[-1][:10], "run": run.run_id,
+        })
+    frame = pd.DataFrame(rows, columns=[*COLUMNS, "episode_fingerprint", "train_seed", "checkpoint", "run"])
+    return frame.sort_values(["dataset", "shot", "protocol", "accuracy"], ascending=[True, True, True, False],
+                             ignore_index=True)
+
+
+def format_table(frame: pd.DataFrame, fmt: str = "table") -> str:
+    """Render a ``collect_runs`` frame in one of FORMATS (``table`` is plain text)."""
+    shown = frame[COLUMNS].copy()
+    if fmt == "csv":
+        return shown.to_csv(index=False, float_format="%.4f")
+    shown["accuracy"] = [f"{a:.2f} ± {c:.2f}" for a, c in zip(frame["accuracy"], frame["ci95"])]
+    shown = shown.drop(columns=["ci95"]).rename(columns={"accuracy": "accuracy ± ci95"})
+    shown["std"] = shown["std"].map(lambda s: f"{s:.2f}")
+    if fmt == "markdown":
+        header = "| " + " | ".join(shown.columns) + " |\n|" + "|".join("---" for _ in shown.columns) + "|\n"
+        return header + "".join("| " + " | ".join(str(v) for v in row) + " |\n" for row in shown.itertuples(index=False))
+    if fmt == "latex":
+        return shown.to_latex(index=False, escape=True).replace("±", r"$\pm$")
+    if fmt == "table":
+        return shown.to_string(index=False)
+    raise ValueError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
