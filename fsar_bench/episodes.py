@@ -47,9 +47,25 @@ class Protocol:
     size: int
     seed: int
     sampling: str = "segment-centre"
+    missing_videos: tuple[str, ...] = ()
+    """Test videos left out because they are missing (``--allow-missing``): a different, named protocol."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "missing_videos", tuple(self.missing_videos))
+
+    @property
+    def name(self) -> str:
+        """The protocol's label: "standard", or "allow-missing (N videos)"."""
+        return f"allow-missing ({len(self.missing_videos)} videos)" if self.missing_videos else "standard"
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Fields as JSON values; ``missing_videos`` only when non-empty (standard fingerprints are unchanged)."""
+        values = asdict(self)
+        if self.missing_videos:
+            values["missing_videos"] = list(self.missing_videos)
+        else:
+            del values["missing_videos"]
+        return values
 
     @property
     def fingerprint(self) -> str:

@@ -158,13 +158,14 @@ def _download(url: str, timeout: float = 30.0) -> bytes:
 
 
 def fetch_split_files(manifest: SplitManifest, target: Path, from_dir: Path | None = None,
-                      opener: Opener = _download) -> dict[str, str]:
+                      opener: Opener | None = None) -> dict[str, str]:
     """Put every split file of ``manifest`` into ``target``, verified. Returns {file: what was done}.
 
     Files already present with the right sha256 are kept. ``from_dir`` copies from a local folder
     instead of downloading. Offline, or on a sha256 mismatch, raises DataError saying where to
     place the files by hand; nothing unverified is written.
     """
+    opener = opener or _download
     if manifest.source is None and from_dir is None:
         raise DataError(f"{manifest.name} has no public source to fetch from. " + manual_instructions(manifest, target))
     done: dict[str, str] = {}

@@ -7,8 +7,11 @@ fsar_bench's layout code: one tiny video per container, hard-linked to every pat
 
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -37,21 +40,34 @@ def invoke(config: Path, *args: str):
 
 # --------------------------------------------------------------------------- tiny media
 def write_video(path: Path, frames: int = 10, size: int = 224, fps: int = 12) -> Path:
-    """A tiny video (codec chosen by suffix) whose frames are a rising grey level."""
+    """A tiny video (codec chosen by suffix) whose frames are a rising grey level.
+
+    WebM (libvpx) is encoded in a fresh interpreter once decord is loaded: PyAV cannot open the
+    libvpx encoders in a process where decord's bundled FFmpeg was loaded first.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    args = [str(path), CODECS[path.suffix], str(frames), str(size), str(fps)]
+    if path.suffix == ".webm" and "decord" in sys.modules:
+        code = f"import numpy as np\n{inspect.getsource(_encode_here)}\nimport sys\n_encode_here(*sys.argv[1:])"
+        subprocess.run([sys.executable, "-c", code, *args], check=True, capture_output=True)
+    else:
+        _encode_here(*args)
+    return path
+
+
+def _encode_here(path: str, codec: str, frames: str, size: str, fps: str) -> None:
     import av
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream(CODECS[path.suffix], rate=fps)
-        stream.width = stream.height = size
+    with av.open(path, mode="w") as container:
+        stream = container.add_stream(codec, rate=int(fps))
+        stream.width = stream.height = int(size)
         stream.pix_fmt = "yuv420p"
-        for index in range(frames):
-            array = np.full((size, size, 3), 20 * index % 256, np.uint8)
+        for index in range(int(frames)):
+            array = np.full((int(size), int(size), 3), 20 * index % 256, np.uint8)
             for packet in stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-    return path
 
 
 def write_frames(folder: Path, frames: int = 10, size: int = 32) -> Path:

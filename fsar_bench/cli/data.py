@@ -49,7 +49,7 @@ def check(
     ctx: typer.Context,
     dataset: Annotated[str, typer.Argument(help="Benchmark name (see `fsar-bench datasets`).")],
     partition: Annotated[Optional[str], typer.Option("--partition", "-p", help="train | val | test (default: all).")] = None,
-    decode: Annotated[bool, typer.Option("--decode", help="Also open and decode each video (T centre frames and the last).")] = False,
+    decode: Annotated[bool, typer.Option("--decode", help="Also open each video and decode every frame (at least T).")] = False,
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Parallel checks (processes when decoding).")] = 1,
     frames: Annotated[Optional[int], typer.Option("--frames", min=1, help="T, the frames a video needs (default: bench.toml).")] = None,
     report: Annotated[Optional[Path], typer.Option("--report", help="JSON report path (default: <results>/data-check/DATASET.json).")] = None,
@@ -82,7 +82,12 @@ def check(
     for name, counts in result.partitions.items():
         table.add_row(name, *(f"{counts[k]:,}" for k in ("classes", "videos", "ok", "problems")))
     stdout.print(table)
+    all_missing = {name for name, counts in result.partitions.items() if counts["videos"] and counts["missing"] == counts["videos"]}
+    for name in sorted(all_missing):
+        stdout.print(f"missing    every one of the {result.partitions[name]['videos']:,} {name} videos (listed in the JSON report)")
     for problem in result.problems:
+        if problem.partition in all_missing:
+            continue
         stdout.print(f"{problem.kind:<10} {problem.path}  ({problem.partition}, {problem.video_id}): {problem.detail}",
                      soft_wrap=True, markup=False)
     for message in result.layout_errors:

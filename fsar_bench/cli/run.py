@@ -27,6 +27,15 @@ WeightsOpt = Annotated[Optional[str], typer.Option("--backbone-weights", help="i
 TrainSeedOpt = Annotated[Optional[int], typer.Option(help="Training seed (default: bench.toml).")]
 ResultsOpt = Annotated[Optional[Path], typer.Option(help="Results folder (default: bench.toml [paths] results).")]
 WorkersOpt = Annotated[Optional[int], typer.Option(help="Video decoding worker processes.")]
+SplitsDirOpt = Annotated[Optional[Path], typer.Option("--splits-dir", help="Folder holding the split files (default: bench.toml).")]
+AllowMissingOpt = Annotated[bool, typer.Option("--allow-missing", help="Run without missing videos: a separate, labelled protocol.")]
+TrustSplitsOpt = Annotated[bool, typer.Option("--trust-splits", help="Accept split files whose sha256 differs from the manifest.")]
+
+
+def _data_options(splits_dir: Optional[Path], allow_missing: bool, trust_splits: bool):
+    from fsar_bench.datasets import DataOptions
+
+    return DataOptions(splits_dir=splits_dir, allow_missing=allow_missing, trust_splits=trust_splits)
 
 
 def _cli_values(episodes=None, seed=None, device=None, backbone=None, backbone_weights=None, train_seed=None,
@@ -37,7 +46,7 @@ def _cli_values(episodes=None, seed=None, device=None, backbone=None, backbone_w
 
 
 def _evaluate(ctx: typer.Context, method: str, dataset: str, shots: str, cli: dict[str, Any], checkpoint: Optional[Path],
-              no_train: bool, retrain: bool) -> None:
+              no_train: bool, retrain: bool, data=None) -> None:
     from fsar_bench.report import collect_runs, format_table
     from fsar_bench.runner import RunRequest, run_method
 
@@ -53,7 +62,8 @@ def _evaluate(ctx: typer.Context, method: str, dataset: str, shots: str, cli: di
     standard = config_from(ctx, {**cli, "protocol.episodes": None}).protocol["episodes"]
     run_ids = []
     for shot in shot_list:
-        summary = run_method(config, RunRequest(method, dataset, shot, checkpoint, no_train, retrain), standard,
+        request = RunRequest(method, dataset, shot, checkpoint, no_train, retrain, data or _data_options(None, False, False))
+        summary = run_method(config, request, standard,
                              log=lambda message: stderr.print(message))
         stderr.print(f"{method} {dataset} {shot}-shot: {summary['accuracy']:.2f} ± {summary['ci95']:.2f} "
                      f"over {summary['episodes']} episodes")
@@ -83,10 +93,14 @@ def register(app: typer.Typer) -> None:
         train_seed: TrainSeedOpt = None,
         results: ResultsOpt = None,
         workers: WorkersOpt = None,
+        splits_dir: SplitsDirOpt = None,
+        allow_missing: AllowMissingOpt = False,
+        trust_splits: TrustSplitsOpt = False,
     ) -> None:
         """Train where no checkpoint exists, evaluate the test episodes, store and print the results."""
         cli = _cli_values(episodes, seed, device, backbone, backbone_weights, train_seed, results, workers)
-        _evaluate(ctx, method, dataset, shots, cli, checkpoint, no_train, retrain)
+        _evaluate(ctx, method, dataset, shots, cli, checkpoint, no_train, retrain,
+                  _data_options(splits_dir, allow_missing, trust_splits))
 
     @app.command("evaluate")
     @handle_errors
@@ -104,10 +118,14 @@ def register(app: typer.Typer) -> None:
         train_seed: TrainSeedOpt = None,
         results: ResultsOpt = None,
         workers: WorkersOpt = None,
+        splits_dir: SplitsDirOpt = None,
+        allow_missing: AllowMissingOpt = False,
+        trust_splits: TrustSplitsOpt = False,
     ) -> None:
         """Evaluate only (never trains): the given or default checkpoint, else the untrained model."""
         cli = _cli_values(episodes, seed, device, backbone, backbone_weights, train_seed, results, workers)
-        _evaluate(ctx, method, dataset, shots, cli, checkpoint, no_train=checkpoint is None, retrain=False)
+        _evaluate(ctx, method, dataset, shots, cli, checkpoint, no_train=checkpoint is None, retrain=False,
+                  data=_data_options(splits_dir, allow_missing, trust_splits))
 
     @app.command("train")
     @handle_errors
@@ -122,6 +140,9 @@ def register(app: typer.Typer) -> None:
         train_seed: TrainSeedOpt = None,
         results: ResultsOpt = None,
         workers: WorkersOpt = None,
+        splits_dir: SplitsDirOpt = None,
+        allow_missing: AllowMissingOpt = False,
+        trust_splits: TrustSplitsOpt = False,
     ) -> None:
         """Meta-train on the train split, select on val (the test split is never read)."""
         from fsar_bench.datasets import open_benchmark
@@ -129,7 +150,7 @@ def register(app: typer.Typer) -> None:
 
         config = config_from(ctx, _cli_values(None, None, device, backbone, backbone_weights, train_seed, results, workers))
         entry = get_method(config, method)
-        benchmark = open_benchmark(dataset, config)
+        benchmark = open_benchmark(dataset, config, _data_options(splits_dir, allow_missing, trust_splits))
         model = build_model(config, entry, benchmark, resolve_device(config.run["device"]))
         path = default_checkpoint_path(config, model, dataset, shot)
         train_checkpoint(config, entry, benchmark, model, shot, path)
