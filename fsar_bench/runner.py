@@ -199,6 +199,7 @@ def run_method(config: Config, request: RunRequest, standard_episodes: int | Non
         "checkpoint_path": str(checkpoint_path) if checkpoint_path else None, "training": train_info,
         "seeds": {"episodes": protocol.seed, "train": config.run["train_seed"]}, "model": model.spec,
         "missing_videos": list(protocol.missing_videos), "split_files": benchmark.split_stamps(),
+        "comparable_to_papers": benchmark.comparable_to_papers,
         "started_at": datetime.datetime.now(datetime.timezone.utc).isoformat(), **environment_stamps(config, device),
     }
     run = RunStore.open(results_dir, run_id, stamps)

@@ -65,6 +65,7 @@ def check_and_run(tmp_path: Path, media: dict[str, Path], name: str) -> None:
     assert stamps["missing_videos"] == [] and "missing_videos" not in stamps["protocol"]
     expected = "not pinned" if name == "finegym" else "verified"
     assert {check["status"] for check in stamps["split_files"]} == {expected}
+    assert stamps["comparable_to_papers"] is (name != "finegym")
 
 
 @pytest.mark.slow
