@@ -89,3 +89,23 @@ def test_entry_point_plugins_register(monkeypatch, tmp_path):
     assert registry.names() == ["from-entry-point"]
     assert registry.get("from-entry-point").origin.startswith("entry point x")
     sys.modules.pop("ep_plugin_mod", None)
+
+
+def test_readme_plugin_example_is_listed_and_scores_episodes(tmp_path):
+    import re
+
+    import torch
+
+    from fsar_bench.api import HeadConfig
+
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    code = re.search(r"`methods/(\w+\.py)`:\n\n```python\n(.*?)```", readme, re.S)
+    assert code, "README's 'Add a method' section has no plugin example"
+    (tmp_path / code.group(1)).write_text(code.group(2))
+    registry = discover_methods(tmp_path, entry_points=False)
+    assert not registry.failures
+    [name] = registry.names()
+    head = registry.get(name).card.head(HeadConfig(dim=16, frames=8, num_base_classes=10))
+    support = head.encode(torch.randn(2 * 5 * 3, 8, 16)).reshape(2, 5, 3, -1)
+    query = head.encode(torch.randn(2 * 5, 8, 16)).reshape(2, 5, -1)
+    assert head.logits(support, query).shape == (2, 5, 5)
