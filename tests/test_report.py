@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -237,6 +238,10 @@ def test_training_seeds_aggregate_and_untrained_runs_are_their_own_row(tmp_path)
     untrained = table.row("otam (untrained)")
     assert untrained.n_seeds == 1 and untrained.published is None and report.multi_seed
     assert table.row("tsn").published is None and table.row("tsn").published_delta is None
+    stamps_path = next((results / "runs").glob("tsn__*")) / "stamps.json"
+    stamps_path.write_text(json.dumps({**json.loads(stamps_path.read_text()), "comparable_to_papers": False}))
+    ours_only = build_report(load_results(results, STANDARD), published={"tsn": {("synthetic", 5): 60.0}}, n_bootstrap=10)
+    assert ours_only.tables[0].row("tsn").published is None  # e.g. finegym: defined by us, not comparable
 
 
 def test_variants_of_one_method_get_distinct_labels(tmp_path):

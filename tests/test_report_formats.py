@@ -132,3 +132,19 @@ def test_cliques_and_cd_diagram():
     figure = plots.cd_diagram(result)
     texts = {text.get_text() for text in figure.axes[0].texts}
     assert {"a (1.20)", "d (3.70)", "CD = 1.20"} <= texts
+
+
+def test_terminal_tables_split_to_fit_narrow_consoles(golden_report):
+    from fsar_bench.report.cells import row_cells, table_columns
+    from fsar_bench.report.terminal import column_groups
+
+    table = golden_report.tables[0]
+    columns = table_columns(detailed=True)
+    rows = [row_cells(table, row, detailed=True) for row in table.rows]
+    assert len(column_groups(columns, rows, 400)) == 1
+    for width in (80, 120):
+        groups = column_groups(columns, rows, width)
+        assert len(groups) > 1 and all(("method", "method") in group for group in groups)
+        assert sorted(c for g in groups for c in g if c[0] != "method") == sorted(c for c in columns if c[0] != "method")
+    text = render_any(golden_report, "terminal", width=80)
+    assert max(len(line) for line in text.splitlines()) <= 80

@@ -154,7 +154,8 @@ def _make_row(label: str, runs: list[RunData], published: Published, dataset: st
         summaries.append(RunSummary(run.run_id, run.train_seed, str(run.stamps["checkpoint_sha256"]).split(":")[-1][:10],
                                     cell.mean, cell.ci95))
     run_means = [s.mean for s in summaries]
-    value = None if first.untrained else (published.get(first.method) or {}).get((dataset, shot))
+    comparable = not first.untrained and first.stamps.get("comparable_to_papers") is not False
+    value = (published.get(first.method) or {}).get((dataset, shot)) if comparable else None
     return {"label": label, "method": first.method, "runs": tuple(summaries), "cell": stats.mean_ci(accuracy),
             "seed_std": float(np.std(run_means, ddof=1)) if len(runs) > 1 else float("nan"),
             "published": None if value is None else float(value), "accuracy": accuracy, "episodes": first.episodes}

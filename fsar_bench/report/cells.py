@@ -147,7 +147,7 @@ def notes(report: Report, detailed: bool = False) -> list[str]:
         "variance; across seeds: mean ± std (ddof=1) of the run means; a row with several seeds uses the per-episode "
         "mean over its seeds.",
         "published: the method card's number (the paper's own protocol and episodes); Δ pub = ours − published; "
-        "empty where the card has none.",
+        "empty where the card has none, for untrained rows and for datasets not comparable to papers.",
     ]
     if detailed:
         lines.append("r: correlation of per-episode accuracy with the baseline; MDE: minimum detectable effect at "

@@ -21,19 +21,28 @@ _LEFT = {"mark", "method"}
 
 
 def column_groups(columns: list[tuple[str, str]], rows: list[dict[str, str]], width: int) -> list[list[tuple[str, str]]]:
-    """Split a table's columns into groups that fit ``width`` characters; each group repeats the method."""
+    """Split a table's columns into as few, evenly filled groups as fit ``width`` characters; each group
+    repeats the method column (and the first keeps the mark)."""
     need = {key: max([len(header), *(len(row[key]) for row in rows)]) + 3 for key, header in columns}
+    rest = [column for column in columns if column[0] != "method"]
+
+    def pack(limit: int) -> list[list[tuple[str, str]]]:
+        groups: list[list[tuple[str, str]]] = [[]]
+        used = need["method"] + 1
+        for column in rest:
+            if groups[-1] and used + need[column[0]] > limit:
+                groups.append([])
+                used = need["method"] + 1
+            groups[-1].append(column)
+            used += need[column[0]]
+        return groups
+
+    groups = pack(width)
+    if len(groups) > 1:  # the same number of groups, filled evenly
+        even = need["method"] + 1 + -(-sum(need[c[0]] for c in rest) // len(groups)) + max(need[c[0]] for c in rest) // 2
+        balanced = pack(min(width, even))
+        groups = balanced if len(balanced) == len(groups) else groups
     method = ("method", "method")
-    groups: list[list[tuple[str, str]]] = [[]]
-    used = need["method"] + 1
-    for column in columns:
-        if column[0] == "method":
-            continue
-        if groups[-1] and used + need[column[0]] > width:
-            groups.append([])
-            used = need["method"] + 1
-        groups[-1].append(column)
-        used += need[column[0]]
     return [[c for c in group if c[0] == "mark"] + [method] + [c for c in group if c[0] != "mark"] for group in groups]
 
 
