@@ -47,6 +47,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "train_seed": 0,
         "episode_batch": 0,
         "workers": 2,
+        "cache_max_gb": 20,
     },
 }
 DATASET_KEYS: dict[str, type | tuple[type, ...]] = {"root": str, "layout": str, "splits_dir": str}

@@ -1,56 +1,256 @@
 """Evaluation: encode each unique video once, then score episodes in batches (DESIGN §1).
 
+Encoding (``encode_unique``): videos found in the ``EncodingCache`` (memory, then disk) are not
+decoded at all; the others are decoded by DataLoader workers, encoded under ``torch.inference_mode``
+(AMP on GPU, channels-last), written to the cache, and - under torchrun - sharded over the ranks
+in fixed batches and all-gathered.
+
+Scoring (``score_episodes``): index tensors gather the cached encodings of a batch of episodes and
+the head's batched ``logits`` scores them all at once. The batch size comes from a memory budget
+(``choose_episode_batch``: the head's peak scratch memory per episode is measured on a 1- and a
+3-episode probe). On CPU, batches run in ``workers`` threads of one intra-op thread each (no OpenMP
+barrier per small op, which on a shared machine costs more than the op). Every head is
+batch-invariant: results are bit-identical to scoring episodes one at a time (tests/test_evaluate.py).
+
 Usage::
 
-    reps = encode_videos(model, [benchmark.video_path(v) for v in video_ids], frames=8)
-    for episode_ids, predictions in score_episodes(model.head, reps, row_of, episodes, todo, batch=256):
+    result = encode_unique(model, video_ids, paths, frames=8, cache=cache, context=context.digest())
+    batch = choose_episode_batch(model.head, result.reps, row_of, episodes, todo, device)
+    for episode_ids, predictions in score_sharded(model.head, result.reps, row_of, episodes, todo, batch, device):
         ...
 """
 
 from __future__ import annotations
 
+import os
+import time
+import weakref
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
-from fsar_bench.api import FewShotHead, Reps, cat_reps, index_reps, map_reps
+from fsar_bench.api import FewShotHead, Reps, index_reps, map_reps
+from fsar_bench.cache import EncodingCache, entry_key
+from fsar_bench.distributed import SINGLE, Distributed
 from fsar_bench.episodes import EpisodeSet
-from fsar_bench.loading import iterate_clips
+from fsar_bench.loading import iterate_clip_batches
 from fsar_bench.model import FSARModel
 
 ProgressFn = Callable[[int], None]
+CPU_EPISODE_MEMORY_BYTES = 256 << 20
+"""Default scratch memory for scoring on CPU (all worker threads together)."""
+MAX_EPISODE_BATCH = 4096
+
+
+# --------------------------------------------------------------------------- encoding
+@dataclass
+class EncodeResult:
+    """Encodings of ``len(video_ids)`` videos (leading axis, in order) and where they came from."""
+
+    reps: Reps
+    from_cache: int
+    encoded: int
+    seconds: float
 
 
 @torch.inference_mode()
-def encode_videos(
+def encode_clips(model: FSARModel, clips: list[torch.Tensor]) -> Reps:
+    """uint8 clips ``[T, H, W, 3]`` -> per-video representations on CPU (float32), AMP on GPU."""
+    pixels = torch.cat([model.prepare(clip.unsqueeze(0)) for clip in clips])
+    with torch.autocast(device_type=model.device.type, dtype=torch.float16, enabled=model.device.type == "cuda"):
+        reps = model.encode(pixels)
+    return map_reps(reps, lambda t: t.float().cpu())
+
+
+def encode_videos(model: FSARModel, paths: list[Path], frames: int, workers: int = 2, batch_videos: int = 16,
+                  progress: ProgressFn | None = None) -> Reps:
+    """Per-video representations ``[len(paths), ...]`` on CPU, in the order of ``paths`` (no cache)."""
+    return encode_unique(model, [str(p) for p in paths], paths, frames, workers=workers, batch_videos=batch_videos,
+                         progress=progress).reps
+
+
+class _Table:
+    """The encodings of every needed video, allocated on the first row (one copy in memory)."""
+
+    def __init__(self, rows: int) -> None:
+        self.rows = rows
+        self.data: Reps | None = None
+
+    def fill(self, positions: list[int], reps: Reps) -> None:
+        """Rows ``positions`` <- ``reps`` (leading axis = len(positions))."""
+        if self.data is None:
+            self.data = map_reps(reps, lambda t: t.new_zeros((self.rows, *t.shape[1:])))
+        index = torch.as_tensor(positions, dtype=torch.long)
+        if isinstance(self.data, torch.Tensor):
+            self.data[index] = reps  # type: ignore[index]
+        else:
+            for key, tensor in self.data.items():
+                tensor[index] = reps[key]  # type: ignore[index]
+
+
+def encode_unique(
     model: FSARModel,
+    video_ids: list[str],
     paths: list[Path],
     frames: int,
+    *,
+    cache: EncodingCache | None = None,
+    context: str = "",
     workers: int = 2,
     batch_videos: int = 16,
+    dist: Distributed = SINGLE,
     progress: ProgressFn | None = None,
-) -> Reps:
-    """Per-video representations ``[len(paths), ...]`` on CPU, in the order of ``paths``."""
+) -> EncodeResult:
+    """Encodings of ``video_ids`` (files ``paths``): from ``cache`` where present, else decoded and encoded.
+
+    Under torchrun the missing videos are encoded in batches of ``batch_videos``, batch b on rank
+    b % world_size, then all-gathered: every rank returns every encoding, bit-identical to one process.
+    """
+    started = time.time()
+    table = _Table(len(video_ids))
+    keys = [entry_key(context, vid, path) for vid, path in zip(video_ids, paths)] if cache is not None else []
+    missing = np.ones(len(video_ids), dtype=bool)
+    if cache is not None:
+        for position, key in enumerate(keys):
+            reps = cache.get(key)
+            if reps is not None:
+                table.fill([position], map_reps(reps, lambda t: t.unsqueeze(0)))
+                missing[position] = False
+    from_cache = int((~missing).sum())
+    missing = dist.any_true(torch.from_numpy(missing)).numpy()  # a video missing anywhere is encoded
+    todo = np.flatnonzero(missing).tolist()
+    chunks = [todo[i:i + batch_videos] for i in range(0, len(todo), batch_videos)]
+    mine = [position for chunk in dist.shard(chunks) for position in chunk]
     was_training = model.training
     model.eval()
-    parts: list[Reps] = []
-    use_amp = model.device.type == "cuda"
+    encoded_parts: list[Reps] = []
     try:
-        for _, clips in iterate_clips(paths, frames, workers=workers, batch_size=batch_videos):
-            pixels = torch.cat([model.prepare(clip.unsqueeze(0)) for clip in clips])
-            with torch.autocast(device_type=model.device.type, dtype=torch.float16, enabled=use_amp):
-                reps = model.encode(pixels)
-            parts.append(map_reps(reps, lambda t: t.float().cpu()))
+        for batch in iterate_clip_batches([paths[p] for p in mine], frames, workers=workers, batch_size=batch_videos):
+            positions = [mine[i] for i in batch.indices]
+            reps = encode_clips(model, batch.clips)
+            if cache is not None:
+                for row, position in enumerate(positions):
+                    video = map_reps(reps, lambda t: t[row].clone())
+                    cache.put(keys[position], video, {"video": video_ids[position], "frame_indices": batch.frame_indices[row]})
+            if dist.active:
+                encoded_parts.append(reps)
+            else:
+                table.fill(positions, reps)
             if progress:
-                progress(len(clips))
+                progress(len(positions) * dist.world_size)
     finally:
         model.train(was_training)
-    return cat_reps(parts)
+    if dist.active and todo:
+        local = _concat(encoded_parts) if encoded_parts else None
+        for rank, rows in enumerate(dist.all_gather_rows(local)):
+            if rows is not None:
+                positions = [p for chunk in chunks[rank::dist.world_size] for p in chunk]
+                table.fill(positions, rows)
+    if cache is not None:
+        cache.enforce_limit(keep=set(keys))
+    if table.data is None:
+        raise ValueError("encode_unique: no video to encode")
+    return EncodeResult(table.data, from_cache, len(todo), time.time() - started)
 
 
-@torch.inference_mode()
+def _concat(parts: list[Reps]) -> Reps:
+    if isinstance(parts[0], torch.Tensor):
+        return torch.cat(parts)  # type: ignore[arg-type]
+    return {key: torch.cat([part[key] for part in parts]) for key in parts[0]}  # type: ignore[index]
+
+
+# --------------------------------------------------------------------------- batch size
+class _PeakMemory(TorchDispatchMode):
+    """Live bytes of the tensors created inside the mode (storages tracked until freed), and their peak."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live: dict[int, int] = {}
+        self.current = 0
+        self.peak = 0
+
+    def _free(self, key: int) -> None:
+        self.current -= self.live.pop(key, 0)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for tensor in tree_flatten(out)[0]:
+            if isinstance(tensor, torch.Tensor):
+                storage = tensor.untyped_storage()
+                key = id(storage)
+                if key not in self.live:
+                    self.live[key] = storage.nbytes()
+                    self.current += storage.nbytes()
+                    weakref.finalize(storage, self._free, key)
+        self.peak = max(self.peak, self.current)
+        return out
+
+
+def _score_batch(head: FewShotHead, table: Reps, row_of: np.ndarray, episodes: EpisodeSet, ids: np.ndarray,
+                 device: torch.device) -> np.ndarray:
+    """Predictions [B, Q] of episodes ``ids`` (thread-safe; runs under inference mode)."""
+    with torch.inference_mode():
+        support_rows = torch.from_numpy(row_of[episodes.support[ids]]).long().to(device)   # [B, N, K]
+        query_rows = torch.from_numpy(row_of[episodes.query[ids]]).long().to(device)       # [B, Q]
+        logits = head.logits(index_reps(table, support_rows), index_reps(table, query_rows))  # [B, Q, N]
+        return logits.argmax(dim=-1).cpu().numpy()
+
+
+def episode_bytes(head: FewShotHead, reps: Reps, row_of: np.ndarray, episodes: EpisodeSet, ids: np.ndarray,
+                  device: torch.device) -> int:
+    """Peak scratch bytes per episode (gathered encodings + the head's intermediates), measured on probes."""
+    was_training = head.training
+    head.eval()
+    table = map_reps(reps, lambda t: t.to(device))
+    counts = (1, 3) if len(ids) >= 3 else (1,)
+    peaks = []
+    try:
+        for count in counts:
+            with _PeakMemory() as tracker:
+                _score_batch(head, table, row_of, episodes, ids[:count], device)
+            peaks.append(tracker.peak)
+    finally:
+        head.train(was_training)
+    if len(peaks) == 1:
+        return max(1, peaks[0])
+    return max(1, (peaks[1] - peaks[0]) // 2, peaks[0] // 2)
+
+
+def memory_budget(device: torch.device) -> int:
+    """Scratch memory for scoring: a quarter of the free GPU memory, or on CPU 256 MiB (at most 1/8 of RAM)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free // 4
+    try:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        available = 8 << 30
+    return min(CPU_EPISODE_MEMORY_BYTES, available // 8)
+
+
+def choose_episode_batch(head: FewShotHead, reps: Reps, row_of: np.ndarray, episodes: EpisodeSet, ids: np.ndarray,
+                         device: torch.device, budget: int | None = None, workers: int = 1) -> int:
+    """Episodes per batch so that ``workers`` batches in flight fit ``budget`` bytes (default ``memory_budget``)."""
+    if len(ids) == 0:
+        return 1
+    per_episode = episode_bytes(head, reps, row_of, episodes, ids, device)
+    budget = memory_budget(device) if budget is None else budget
+    return int(min(MAX_EPISODE_BATCH, max(1, budget // (max(1, workers) * per_episode))))
+
+
+def scoring_workers(device: torch.device) -> int:
+    """Scoring threads: one per intra-op thread on CPU, one on GPU."""
+    return max(1, torch.get_num_threads()) if device.type == "cpu" else 1
+
+
+# --------------------------------------------------------------------------- scoring
 def score_episodes(
     head: FewShotHead,
     reps: Reps,
@@ -59,23 +259,65 @@ def score_episodes(
     episode_ids: np.ndarray,
     batch: int = 256,
     device: torch.device | str = "cpu",
+    workers: int = 1,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield (episode ids [B], predictions [B, Q]) batch by batch.
+    """Yield (episode ids [B], predictions [B, Q]) batch by batch, in order.
 
     ``reps`` holds the encoded videos; ``row_of[v]`` is the row of partition video v in ``reps``.
     """
+    device = torch.device(device)
     was_training = head.training
     head.eval()
-    reps = map_reps(reps, lambda t: t.to(device))
+    table = map_reps(reps, lambda t: t.to(device))
+    chunks = [episode_ids[start:start + batch] for start in range(0, len(episode_ids), batch)]
     try:
-        for start in range(0, len(episode_ids), batch):
-            ids = episode_ids[start:start + batch]
-            support_rows = torch.from_numpy(row_of[episodes.support[ids]]).long().to(device)   # [B, N, K]
-            query_rows = torch.from_numpy(row_of[episodes.query[ids]]).long().to(device)       # [B, Q]
-            logits = head.logits(index_reps(reps, support_rows), index_reps(reps, query_rows))  # [B, Q, N]
-            yield ids, logits.argmax(dim=-1).cpu().numpy()
+        if workers <= 1 or device.type != "cpu" or len(chunks) <= 1:
+            for ids in chunks:
+                yield ids, _score_batch(head, table, row_of, episodes, ids, device)
+            return
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+                pending: deque = deque()
+                for ids in chunks:
+                    pending.append((ids, pool.submit(_score_batch, head, table, row_of, episodes, ids, device)))
+                    if len(pending) >= 2 * workers:
+                        done_ids, future = pending.popleft()
+                        yield done_ids, future.result()
+                while pending:
+                    done_ids, future = pending.popleft()
+                    yield done_ids, future.result()
+        finally:
+            torch.set_num_threads(threads)
     finally:
         head.train(was_training)
+
+
+def score_sharded(
+    head: FewShotHead,
+    reps: Reps,
+    row_of: np.ndarray,
+    episodes: EpisodeSet,
+    episode_ids: np.ndarray,
+    batch: int,
+    device: torch.device | str = "cpu",
+    workers: int = 1,
+    dist: Distributed = SINGLE,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``score_episodes`` over the ranks: each round of ``batch·workers·world`` episodes is split in
+    contiguous shares and the predictions are all-gathered, so every rank yields every episode, in order."""
+    if not dist.active:
+        yield from score_episodes(head, reps, row_of, episodes, episode_ids, batch, device, workers)
+        return
+    round_size = batch * max(1, workers) * dist.world_size
+    for start in range(0, len(episode_ids), round_size):
+        share = np.array_split(episode_ids[start:start + round_size], dist.world_size)[dist.rank]
+        results = list(score_episodes(head, reps, row_of, episodes, share, batch, device, workers)) if len(share) else []
+        ids = np.concatenate([r[0] for r in results]) if results else np.zeros(0, np.int64)
+        predictions = np.concatenate([r[1] for r in results]) if results else np.zeros((0, episodes.query.shape[1]), np.int64)
+        gathered = dist.all_gather_objects((ids, predictions))
+        yield np.concatenate([g[0] for g in gathered]), np.concatenate([g[1] for g in gathered])
 
 
 def episode_accuracy(episodes: EpisodeSet, ids: np.ndarray, predictions: np.ndarray) -> np.ndarray:
@@ -88,14 +330,19 @@ def evaluate_accuracy(
     episodes: EpisodeSet,
     video_path: Callable[[str], Path],
     workers: int = 2,
-    batch: int = 256,
+    batch: int = 0,
+    dist: Distributed = SINGLE,
 ) -> float:
-    """Mean accuracy (%) over all episodes: used for validation during training."""
-    needed = episodes.videos_of(np.arange(len(episodes)))
-    reps = encode_videos(model, [video_path(episodes.video_ids[v]) for v in needed], episodes.protocol.frames, workers)
+    """Mean accuracy (%) over all episodes (no cache: used for validation during training)."""
+    every = np.arange(len(episodes))
+    needed = episodes.videos_of(every)
+    ids = [episodes.video_ids[v] for v in needed]
+    reps = encode_unique(model, ids, [video_path(v) for v in ids], episodes.protocol.frames, workers=workers, dist=dist).reps
     row_of = np.full(len(episodes.video_ids), -1, dtype=np.int64)
     row_of[needed] = np.arange(len(needed))
+    threads = scoring_workers(model.device)
+    batch = batch or choose_episode_batch(model.head, reps, row_of, episodes, every, model.device, workers=threads)
     correct = 0
-    for ids, predictions in score_episodes(model.head, reps, row_of, episodes, np.arange(len(episodes)), batch, model.device):
-        correct += int(episode_accuracy(episodes, ids, predictions).sum())
+    for ids_done, predictions in score_sharded(model.head, reps, row_of, episodes, every, batch, model.device, threads, dist):
+        correct += int(episode_accuracy(episodes, ids_done, predictions).sum())
     return 100.0 * correct / episodes.query.size

@@ -1,5 +1,7 @@
 """Decoding clips in parallel worker processes (torch DataLoader), never skipping a video.
 
+Each worker opens its own reader (decord when available: it seeks to just the sampled frames).
+Batches come back in order, in pinned memory when a GPU is used, with the frame indices read.
 A video that cannot be read stops the run with a VideoError naming it: skipping it would change
 the episodes.
 
@@ -7,22 +9,25 @@ Usage::
 
     for indices, clips in iterate_clips(paths, frames=8, workers=2):
         ...   # indices: list[int] into paths; clips: list of uint8 tensors [T, H, W, 3]
+    for batch in iterate_clip_batches(paths, frames=8, workers=2):
+        batch.indices, batch.clips, batch.frame_indices   # frame_indices: list[list[int]]
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from fsar_bench.video import VideoError, VideoReader, open_reader, read_clip
+from fsar_bench.video import VideoError, VideoReader, clip_choice, open_reader
 
 
 class ClipDataset(Dataset):
-    """Item i: (i, clip uint8 [T, H, W, 3] or None, error text or None).
+    """Item i: (i, clip uint8 [T, H, W, 3] or None, error text or None, frame indices read).
 
     ``seeds`` (one per path) switch to training sampling: one random frame per segment from
     ``default_rng(SeedSequence(seed))``; without them, segment centres.
@@ -38,19 +43,69 @@ class ClipDataset(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, str | None]:
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, str | None, list[int]]:
         if self._reader is None:
             self._reader = open_reader(self.backend)
         rng = None if self.seeds is None else np.random.default_rng(np.random.SeedSequence(self.seeds[index]))
+        choose = clip_choice(self.paths[index], self.frames, rng)
+        picked: list[int] = []
+
+        def recording_choice(total: int) -> list[int]:
+            picked[:] = choose(total)
+            return picked
+
         try:
-            clip = read_clip(self._reader, self.paths[index], self.frames, rng)
+            clip = self._reader.read(self.paths[index], recording_choice)
         except VideoError as error:
-            return index, None, error.reason
-        return index, torch.from_numpy(np.ascontiguousarray(clip)), None
+            return index, None, error.reason, picked
+        return index, torch.from_numpy(np.ascontiguousarray(clip)), None, list(picked)
+
+
+@dataclass
+class ClipBatch:
+    """Decoded clips in the order of their ``indices`` into the path list."""
+
+    indices: list[int]
+    clips: list[torch.Tensor]
+    frame_indices: list[list[int]]
 
 
 def _collate(items: list) -> list:
     return items
+
+
+def iterate_clip_batches(
+    paths: list[Path],
+    frames: int,
+    workers: int = 2,
+    batch_size: int = 16,
+    seeds: list[list[int]] | None = None,
+    backend: str | None = None,
+) -> Iterator[ClipBatch]:
+    """Decode clips in order, ``batch_size`` at a time, in ``workers`` processes (0: in this process).
+
+    Raises VideoError on the first bad video.
+    """
+    dataset = ClipDataset(paths, frames, seeds, backend)
+    parallel = workers if len(paths) > batch_size else 0
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        num_workers=parallel,
+        collate_fn=_collate,
+        pin_memory=torch.cuda.is_available(),
+        prefetch_factor=4 if parallel else None,
+        persistent_workers=False,
+    )
+    for items in loader:
+        batch = ClipBatch([], [], [])
+        for index, clip, error, picked in items:
+            if clip is None:
+                raise VideoError(paths[index], error or "unreadable")
+            batch.indices.append(index)
+            batch.clips.append(clip)
+            batch.frame_indices.append(picked)
+        yield batch
 
 
 def iterate_clips(
@@ -62,20 +117,5 @@ def iterate_clips(
     backend: str | None = None,
 ) -> Iterator[tuple[list[int], list[torch.Tensor]]]:
     """Decode clips in order, ``batch_size`` at a time; raise VideoError on the first bad video."""
-    dataset = ClipDataset(paths, frames, seeds, backend)
-    loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
-        num_workers=workers if len(paths) > batch_size else 0,
-        collate_fn=_collate,
-        pin_memory=torch.cuda.is_available(),
-        persistent_workers=False,
-    )
-    for batch in loader:
-        indices, clips = [], []
-        for index, clip, error in batch:
-            if clip is None:
-                raise VideoError(paths[index], error or "unreadable")
-            indices.append(index)
-            clips.append(clip)
-        yield indices, clips
+    for batch in iterate_clip_batches(paths, frames, workers, batch_size, seeds, backend):
+        yield batch.indices, batch.clips

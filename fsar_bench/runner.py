@@ -31,11 +31,14 @@ from fsar_bench.config import Config, recipe_with_overrides
 from fsar_bench.datasets import Benchmark, DataOptions, open_benchmark
 from fsar_bench.episodes import EpisodeSet, Protocol, draw_episodes, save_manifest
 from fsar_bench.errors import DataError, UsageError
-from fsar_bench.evaluate import encode_videos, episode_accuracy, score_episodes
+from fsar_bench.cache import EncodingCache, EncodingContext, cache_folder
+from fsar_bench.distributed import SINGLE, Distributed, from_environment, launched_by_torchrun
+from fsar_bench.evaluate import choose_episode_batch, encode_unique, episode_accuracy, score_sharded, scoring_workers
 from fsar_bench.model import FSARModel, check_checkpoint_spec, read_checkpoint
 from fsar_bench.registry import MethodEntry, discover_methods
 from fsar_bench.store import EpisodeRecord, RunStore, check_writable
 from fsar_bench.train import console_progress, train_model
+from fsar_bench.video import open_reader
 
 
 @dataclass(frozen=True)
@@ -52,7 +55,9 @@ class RunRequest:
 
 
 def resolve_device(name: str) -> torch.device:
-    """"auto": CUDA when available, else CPU; otherwise the named device."""
+    """"auto": CUDA when available, else CPU; otherwise the named device (under torchrun: this rank's)."""
+    if launched_by_torchrun():
+        return from_environment(name)[1]
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -113,26 +118,42 @@ def state_sha256(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def ensure_checkpoint(config: Config, entry: MethodEntry, benchmark: Benchmark, model: FSARModel, request: RunRequest) -> tuple[str, Path | None, dict]:
-    """Load (or train, then load) the checkpoint. Returns (sha256, path or None, training info)."""
+def ensure_checkpoint(config: Config, entry: MethodEntry, benchmark: Benchmark, model: FSARModel, request: RunRequest,
+                      dist: Distributed = SINGLE) -> tuple[str, Path | None, dict]:
+    """Load (or train, then load) the checkpoint. Returns (sha256, path or None, training info).
+
+    Under torchrun every rank trains (DDP); rank 0 decides, writes and reads the checkpoint and sends
+    its weights to the others (no shared file system needed).
+    """
     if request.checkpoint is not None:
         path = request.checkpoint
     else:
         path = default_checkpoint_path(config, model, benchmark.name, request.shot)
-        if request.no_train and not path.is_file():
+        exists = dist.broadcast_object(path.is_file())
+        if request.no_train and not exists:
             return "untrained:" + state_sha256(model), None, {"trained": False}
-        if request.retrain or not path.is_file():
-            train_checkpoint(config, entry, benchmark, model, request.shot, path)
-    payload = read_checkpoint(path)
-    check_checkpoint_spec(path, payload["spec"], model.spec)
-    model.load_state_dict(payload["state_dict"])
-    from fsar_bench.model import file_sha256
+        if request.retrain or not exists:
+            train_checkpoint(config, entry, benchmark, model, request.shot, path, dist)
+    loaded = None
+    if dist.is_main:
+        payload = read_checkpoint(path)
+        check_checkpoint_spec(path, payload["spec"], model.spec)
+        model.load_state_dict(payload["state_dict"])
+        from fsar_bench.model import file_sha256
 
-    return file_sha256(path), path, {"trained": True, **payload.get("extra", {})}
+        loaded = (file_sha256(path), path, {"trained": True, **payload.get("extra", {})})
+    loaded = dist.broadcast_object(loaded)
+    dist.broadcast_module(model)
+    return loaded
 
 
-def train_checkpoint(config: Config, entry: MethodEntry, benchmark: Benchmark, model: FSARModel, shot: int, path: Path) -> None:
-    """Meta-train with the card's recipe (+ [methods.NAME] overrides); select on val; write ``path`` last."""
+def train_checkpoint(config: Config, entry: MethodEntry, benchmark: Benchmark, model: FSARModel, shot: int, path: Path,
+                     dist: Distributed | None = None) -> None:
+    """Meta-train with the card's recipe (+ [methods.NAME] overrides); select on val; write ``path`` last.
+
+    Under torchrun (``dist`` from the environment when None) every rank trains, rank 0 writes.
+    """
+    dist = dist or from_environment(config.run["device"])[0]
     recipe = method_recipe(config, entry, benchmark.name)
     for part in ("train", "val"):  # missing videos: refused (or dropped with --allow-missing)
         benchmark.present_partition(part)
@@ -143,20 +164,25 @@ def train_checkpoint(config: Config, entry: MethodEntry, benchmark: Benchmark, m
     val_protocol = make_protocol(config, benchmark, "val", shot, episodes=recipe.val_episodes)
     val_episodes = draw_episodes(val_protocol, benchmark.partition("val"))
     partial = path.with_name("training.partial.pt")
-    update, close = console_progress(recipe.iterations, f"train {entry.name} {benchmark.name} {shot}-shot")
+    update, close = console_progress(recipe.iterations, f"train {entry.name} {benchmark.name} {shot}-shot",
+                                     quiet=not dist.is_main)
     try:
         result = train_model(model, recipe, benchmark, config.protocol["way"], shot, config.protocol["frames"],
                              config.run["train_seed"], val_episodes, partial,
                              checkpoint_extra={"dataset": benchmark.name, "shot": shot, "recipe": asdict(recipe),
                                                "train_seed": config.run["train_seed"]},
-                             workers=config.run["workers"], on_progress=update)
+                             workers=config.run["workers"], on_progress=update, dist=dist)
     finally:
         close()
+    if not dist.is_main:
+        dist.barrier()
+        return
     (path.parent / "training.json").write_text(json.dumps({
         "recipe": asdict(recipe), "best_val_accuracy": result.best_val_accuracy, "best_iteration": result.best_iteration,
         "seconds": result.seconds, "history": result.history, "val_episode_fingerprint": val_episodes.fingerprint,
     }, indent=1, default=str))
     os.replace(partial, path)
+    dist.barrier()
 
 
 def environment_stamps(config: Config, device: torch.device) -> dict[str, Any]:
@@ -175,21 +201,28 @@ def environment_stamps(config: Config, device: torch.device) -> dict[str, Any]:
             "argv": sys.argv, "config": config.values, "config_file": str(config.source) if config.source else None}
 
 
-def run_method(config: Config, request: RunRequest, standard_episodes: int | None = None, log=print) -> dict[str, Any]:
-    """Train if needed, then evaluate the test episodes, resuming a killed run. Returns the summary."""
+def run_method(config: Config, request: RunRequest, standard_episodes: int | None = None, log=print,
+               cache: EncodingCache | None = None) -> dict[str, Any]:
+    """Train if needed, then evaluate the test episodes, resuming a killed run. Returns the summary.
+
+    Under torchrun (``torchrun --nproc_per_node N -m fsar_bench run ...``) every rank calls this; rank 0
+    alone writes results and logs. ``cache``: share one EncodingCache between calls (default: from config).
+    """
     started = time.time()
-    check_writable(config.path("results"))  # before any work: a run must be able to store its results
+    dist, device = from_environment(config.run["device"])
+    log = log if dist.is_main else (lambda message: None)
+    if dist.is_main:
+        check_writable(config.path("results"))  # before any work: a run must be able to store its results
     entry = get_method(config, request.method)
     benchmark = open_benchmark(request.dataset, config, request.data)
-    device = resolve_device(config.run["device"])
     test = benchmark.present_partition("test")  # refuses missing videos unless --allow-missing
     protocol = make_protocol(config, benchmark, "test", request.shot)
     protocol.check_feasible(test)
     model = build_model(config, entry, benchmark, device)
-    checkpoint_sha, checkpoint_path, train_info = ensure_checkpoint(config, entry, benchmark, model, request)
+    checkpoint_sha, checkpoint_path, train_info = ensure_checkpoint(config, entry, benchmark, model, request, dist)
     episodes = draw_episodes(protocol, test)
     results_dir = config.path("results")
-    manifest = save_manifest(episodes, results_dir / "episodes")
+    manifest = save_manifest(episodes, results_dir / "episodes") if dist.is_main else None
     run_id = f"{entry.name}__{benchmark.name}__{request.shot}shot__p{protocol.fingerprint[:10]}__c{checkpoint_sha.split(':')[-1][:10]}"
     stamps = {
         "method": entry.name, "method_origin": entry.origin, "dataset": benchmark.name, "shot": request.shot,
@@ -201,43 +234,69 @@ def run_method(config: Config, request: RunRequest, standard_episodes: int | Non
         "missing_videos": list(protocol.missing_videos), "split_files": benchmark.split_stamps(),
         "comparable_to_papers": benchmark.comparable_to_papers,
         "started_at": datetime.datetime.now(datetime.timezone.utc).isoformat(), **environment_stamps(config, device),
+        "processes": dist.world_size,
     }
-    run = RunStore.open(results_dir, run_id, stamps)
-    summary = evaluate_into(run, model, benchmark, episodes, config, device, log)
+    run = RunStore.open(results_dir, run_id, stamps) if dist.is_main else None
+    context = EncodingContext(checkpoint_sha, entry.name, model.spec, asdict(model.preprocess), protocol.frames,
+                              protocol.sampling, open_reader().name)
+    cache = cache if cache is not None else encoding_cache(config, log)
+    summary = evaluate_into(run, model, benchmark, episodes, config, device, log, dist=dist, cache=cache,
+                            context=context.digest())
     summary["seconds_total"] = time.time() - started
-    run.stamps["timings"] = {**run.stamps.get("timings", {}), "total_seconds": summary["seconds_total"]}
-    run.finish(summary)
+    if run is not None:
+        run.stamps["timings"] = {**run.stamps.get("timings", {}), "total_seconds": summary["seconds_total"]}
+        run.finish(summary)
+    dist.barrier()
     return summary
 
 
-def evaluate_into(run: RunStore, model: FSARModel, benchmark: Benchmark, episodes: EpisodeSet, config: Config,
-                  device: torch.device, log=print) -> dict[str, Any]:
-    """Score every episode without a record (encoding only the videos they use); return the summary."""
-    todo = np.array(sorted(set(range(len(episodes))) - run.done), dtype=np.int64)
-    timings = {"encode_seconds": 0.0, "score_seconds": 0.0, "videos_encoded": 0}
+def encoding_cache(config: Config, log=print) -> EncodingCache:
+    """The encoding cache of ``[paths] cache`` (disk layer off when ``run.cache_max_gb`` is 0)."""
+    max_gb = config.run.get("cache_max_gb", 20)
+    root = cache_folder(config.path("cache")) if max_gb > 0 else None
+    return EncodingCache(root, max_bytes=int(max_gb * (1 << 30)), warn=lambda message: log(f"warning: {message}"))
+
+
+def evaluate_into(run: RunStore | None, model: FSARModel, benchmark: Benchmark, episodes: EpisodeSet, config: Config,
+                  device: torch.device, log=print, dist: Distributed = SINGLE, cache: EncodingCache | None = None,
+                  context: str = "") -> dict[str, Any]:
+    """Score every episode without a record (encoding only the videos they use, through ``cache``);
+    return the summary. Under torchrun ``run`` is None except on rank 0, which alone appends records."""
+    done = run.done if run is not None else set()
+    todo = dist.broadcast_object(np.array(sorted(set(range(len(episodes))) - done), dtype=np.int64))
+    timings: dict[str, Any] = {"encode_seconds": 0.0, "score_seconds": 0.0, "videos_encoded": 0,
+                               "encodings_from_cache": 0, "episode_batch": 0, "processes": dist.world_size}
     if len(todo):
         needed = episodes.videos_of(todo)
-        log(f"{run.stamps['method']} {benchmark.name} {episodes.protocol.shot}-shot: {len(todo)} episodes to score, "
-            f"{len(needed)} unique videos to encode" + (f" (resuming: {len(run.done)} already recorded)" if run.done else ""))
-        t0 = time.time()
-        reps = encode_videos(model, [benchmark.video_path(episodes.video_ids[v]) for v in needed],
-                             episodes.protocol.frames, config.run["workers"])
-        timings["encode_seconds"], timings["videos_encoded"] = time.time() - t0, int(len(needed))
+        log(f"{model.spec['method']} {benchmark.name} {episodes.protocol.shot}-shot: {len(todo)} episodes to score, "
+            f"{len(needed)} unique videos to encode" + (f" (resuming: {len(done)} already recorded)" if done else ""))
+        video_ids = [episodes.video_ids[v] for v in needed]
+        encoded = encode_unique(model, video_ids, [benchmark.video_path(v) for v in video_ids], episodes.protocol.frames,
+                                cache=cache, context=context, workers=config.run["workers"], dist=dist)
+        timings.update(encode_seconds=encoded.seconds, videos_encoded=encoded.encoded, encodings_from_cache=encoded.from_cache)
+        log(f"encodings: {encoded.from_cache} of {len(needed)} from the cache, {encoded.encoded} encoded "
+            f"({encoded.seconds:.1f} s)")
         row_of = np.full(len(episodes.video_ids), -1, dtype=np.int64)
         row_of[needed] = np.arange(len(needed))
         t0 = time.time()
-        batch = config.run["episode_batch"] or 256
-        for ids, predictions in score_episodes(model.head, reps, row_of, episodes, todo, batch, device):
-            correct = episode_accuracy(episodes, ids, predictions)
-            run.append([EpisodeRecord(int(e), int(c), int(predictions.shape[1]), predictions[i].tolist())
-                        for i, (e, c) in enumerate(zip(ids, correct))])
+        workers = dist.broadcast_object(scoring_workers(device))
+        batch = config.run["episode_batch"] or dist.broadcast_object(
+            choose_episode_batch(model.head, encoded.reps, row_of, episodes, todo, device, workers=workers))
+        timings["episode_batch"] = batch
+        for ids, predictions in score_sharded(model.head, encoded.reps, row_of, episodes, todo, batch, device, workers, dist):
+            if run is not None:
+                correct = episode_accuracy(episodes, ids, predictions)
+                run.append([EpisodeRecord(int(e), int(c), int(predictions.shape[1]), predictions[i].tolist())
+                            for i, (e, c) in enumerate(zip(ids, correct))])
         timings["score_seconds"] = time.time() - t0
+    if run is None:
+        return dist.broadcast_object(None)
     records = run.records()
     if len(records) != len(episodes):
         raise DataError(f"{run.folder}: {len(records)} records for {len(episodes)} episodes after scoring")
     accuracy = np.array([100.0 * r.correct / r.queries for r in records])
     run.stamps["timings"] = timings
-    return {"episodes": len(records), "accuracy": float(accuracy.mean()),
+    return dist.broadcast_object({"episodes": len(records), "accuracy": float(accuracy.mean()),
             "std": float(accuracy.std(ddof=1)) if len(records) > 1 else float("nan"),
             "ci95": float(1.96 * accuracy.std(ddof=1) / np.sqrt(len(records))) if len(records) > 1 else float("nan"),
-            "ddof": 1, **timings}
+            "ddof": 1, **timings})

@@ -12,6 +12,7 @@ Usage::
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -21,9 +22,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from fsar_bench.api import Recipe, TrainEpisode
 from fsar_bench.datasets import Benchmark
+from fsar_bench.distributed import SINGLE, Distributed
 from fsar_bench.episodes import EpisodeSet, draw_episode
 from fsar_bench.evaluate import evaluate_accuracy
 from fsar_bench.model import FSARModel, save_checkpoint
@@ -88,6 +91,35 @@ def make_optimizer(model: FSARModel, recipe: Recipe) -> torch.optim.Optimizer:
     raise ValueError(f"unknown optimizer {recipe.optimizer!r} (use 'adam' or 'sgd')")
 
 
+class _EpisodeLoss(torch.nn.Module):
+    """The module DDP wraps: one training episode's forward, ``(total, logits, terms)``."""
+
+    def __init__(self, model: FSARModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixels: torch.Tensor, episode: TrainEpisode) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        n_support = episode.way * episode.shot
+        features = self.model.features(pixels)
+        if self.model.head.needs_pixels:
+            episode.support_pixels, episode.query_pixels = pixels[:n_support], pixels[n_support:]
+        output = self.model.head.loss(features[:n_support], features[n_support:], episode)
+        return output.total, output.logits, output.terms
+
+
+def step_slots(step: int, recipe: Recipe, dist: Distributed) -> list[int | None]:
+    """The episodes this rank runs in optimizer step ``step`` (None: a zero-weight filler).
+
+    The step's ``episodes_per_step`` episodes are dealt round-robin to the ranks; every rank runs the same
+    number of slots so that DDP's gradient all-reduce lines up.
+    """
+    first = step * recipe.episodes_per_step
+    last = min(first + recipe.episodes_per_step, recipe.iterations)
+    per_rank = -(-(last - first) // dist.world_size)
+    mine = list(range(first + dist.rank, last, dist.world_size))
+    return mine + [None] * (per_rank - len(mine))
+
+
 def train_model(
     model: FSARModel,
     recipe: Recipe,
@@ -101,8 +133,14 @@ def train_model(
     checkpoint_extra: dict | None = None,
     workers: int = 2,
     on_progress: Callable[[dict], None] | None = None,
+    dist: Distributed = SINGLE,
 ) -> TrainResult:
-    """Meta-train ``model`` with ``recipe``; keep the best-on-val weights in ``checkpoint_path``."""
+    """Meta-train ``model`` with ``recipe``; keep the best-on-val weights in ``checkpoint_path``.
+
+    Under torchrun (``dist``) the model is wrapped in DistributedDataParallel and each optimizer step's
+    ``episodes_per_step`` episodes are shared among the ranks (gradients summed as in one process);
+    validation is sharded too and rank 0 alone writes the checkpoint.
+    """
     train = benchmark.partition("train")
     sizes = [len(train.videos[c]) for c in train.classes]
     source = TrainClipSource(benchmark.video_path, frames)
@@ -115,56 +153,79 @@ def train_model(
     sha = ""
     history: list[dict] = []
     started = time.time()
+    module = _EpisodeLoss(model)
+    if dist.active:
+        module = DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None,
+                                         find_unused_parameters=True)
     model.train()
     optimizer.zero_grad(set_to_none=True)
-    for iteration in range(recipe.iterations):
-        classes, picks = draw_episode([train_seed, 1, iteration], sizes, way, shot, queries)
-        video_ids = [train.videos[train.classes[c]][p] for c, chosen in zip(classes, picks) for p in chosen[:shot]]
-        video_ids += [train.videos[train.classes[c]][p] for c, chosen in zip(classes, picks) for p in chosen[shot:]]
-        clips = np.stack([source.clip(v, np.random.default_rng(np.random.SeedSequence([train_seed, 2, iteration, j])))
-                          for j, v in enumerate(video_ids)])
-        pixels = model.prepare(torch.from_numpy(clips))
-        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
-            features = model.features(pixels)
-            n_support = way * shot
-            episode = TrainEpisode(
-                way=way, shot=shot,
-                query_labels=torch.arange(way, device=device).repeat_interleave(queries),
-                class_base_ids=torch.tensor(classes, device=device),
-                support_pixels=pixels[:n_support] if model.head.needs_pixels else None,
-                query_pixels=pixels[n_support:] if model.head.needs_pixels else None,
-            )
-            output = model.head.loss(features[:n_support], features[n_support:], episode)
-        scaler.scale(output.total / recipe.episodes_per_step).backward()
-        if (iteration + 1) % recipe.episodes_per_step == 0:
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(recipe, iteration // recipe.episodes_per_step, recipe.episodes_per_step)
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-        entry = {"iteration": iteration + 1, "loss": float(output.total.detach()),
-                 **{k: float(v.detach()) for k, v in output.terms.items()},
-                 "train_acc": 100.0 * float((output.logits.argmax(-1) == episode.query_labels).float().mean())}
-        last = iteration + 1 == recipe.iterations
-        if (iteration + 1) % recipe.val_every == 0 or last:
-            entry["val_acc"] = evaluate_accuracy(model, val_episodes, benchmark.video_path, workers)
-            model.train()
-            if entry["val_acc"] > best[0]:
-                best = (entry["val_acc"], iteration + 1)
-                sha = save_checkpoint(model, checkpoint_path, {**(checkpoint_extra or {}), "iteration": iteration + 1,
-                                                               "val_accuracy": entry["val_acc"]})
-        history.append(entry)
-        if on_progress:
-            on_progress(entry)
+    per_step = recipe.episodes_per_step
+    for step in range(-(-recipe.iterations // per_step)):
+        slots = step_slots(step, recipe, dist)
+        steps_optimizer = min((step + 1) * per_step, recipe.iterations) == (step + 1) * per_step
+        entries = []
+        for position, iteration in enumerate(slots):
+            episode_index = step * per_step if iteration is None else iteration
+            classes, picks = draw_episode([train_seed, 1, episode_index], sizes, way, shot, queries)
+            video_ids = [train.videos[train.classes[c]][p] for c, chosen in zip(classes, picks) for p in chosen[:shot]]
+            video_ids += [train.videos[train.classes[c]][p] for c, chosen in zip(classes, picks) for p in chosen[shot:]]
+            clips = np.stack([source.clip(v, np.random.default_rng(np.random.SeedSequence([train_seed, 2, episode_index, j])))
+                              for j, v in enumerate(video_ids)])
+            pixels = model.prepare(torch.from_numpy(clips))
+            episode = TrainEpisode(way=way, shot=shot, query_labels=torch.arange(way, device=device).repeat_interleave(queries),
+                                   class_base_ids=torch.tensor(classes, device=device))
+            sync = dist.active and steps_optimizer and position == len(slots) - 1
+            with contextlib.nullcontext() if sync or not dist.active else module.no_sync():
+                with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+                    total, logits, terms = module(pixels, episode)
+                # DDP averages over ranks: x world_size / episodes_per_step sums the step's episodes as one process does
+                scaled = total * 0.0 if iteration is None else total * dist.world_size / per_step
+                scaler.scale(scaled).backward()
+            if iteration is not None:
+                entries.append({"iteration": iteration + 1, "loss": float(total.detach()),
+                                **{k: float(v.detach()) for k, v in terms.items()},
+                                "train_acc": 100.0 * float((logits.argmax(-1) == episode.query_labels).float().mean())})
+        entries = sorted((e for part in dist.all_gather_objects(entries) for e in part), key=lambda e: e["iteration"])
+        end = entries[-1]["iteration"] if entries else 0
+        val_points = [e for e in entries if e["iteration"] % recipe.val_every == 0 or e["iteration"] == recipe.iterations]
+        before = [e for e in val_points if not (steps_optimizer and e["iteration"] == end)]  # weights of the last step
+        after = [e for e in val_points if e not in before]
+        for group, post_step in ((before, False), (after, True)):
+            if post_step and steps_optimizer:
+                for param_group in optimizer.param_groups:
+                    param_group["lr"] = learning_rate(recipe, step, per_step)
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+            if group:
+                dist.broadcast_module(model, buffers_only=True)  # rank 0's BatchNorm statistics everywhere
+                accuracy = evaluate_accuracy(model, val_episodes, benchmark.video_path, workers, dist=dist)
+                model.train()
+                for entry in group:
+                    entry["val_acc"] = accuracy
+                if accuracy > best[0]:
+                    best = (accuracy, group[0]["iteration"])
+                    if dist.is_main:
+                        sha = save_checkpoint(model, checkpoint_path, {**(checkpoint_extra or {}), "iteration": best[1],
+                                                                       "val_accuracy": accuracy})
+        if not steps_optimizer:
+            optimizer.zero_grad(set_to_none=True)  # a partial last step is not applied (as in one process)
+        for entry in entries:
+            history.append(entry)
+            if on_progress:
+                on_progress(entry)
     return TrainResult(checkpoint_path, sha, best[0], best[1], recipe.iterations, time.time() - started, history)
 
 
-def console_progress(total: int, label: str) -> tuple[Callable[[dict], None], Callable[[], None]]:
-    """A rich progress bar showing loss and val accuracy (plain lines when not a terminal).
+def console_progress(total: int, label: str, quiet: bool = False) -> tuple[Callable[[dict], None], Callable[[], None]]:
+    """A rich progress bar showing loss and val accuracy (plain lines when not a terminal; nothing when quiet).
 
     Returns (update, close).
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    if quiet:
+        return lambda entry: None, lambda: None
 
     if not sys.stderr.isatty():
         def update_plain(entry: dict) -> None:
