@@ -82,8 +82,11 @@ class OTAMHead(FewShotHead):
 
 # --------------------------------------------------------------------------- soft DTW
 def _soft_min(*costs: Tensor) -> Tensor:
-    """``-λ·log Σ_i exp(-c_i/λ)`` elementwise over same-shaped tensors, via stable log-sum-exp."""
-    return -SOFTMIN_LAMBDA * torch.logsumexp(torch.stack(costs, dim=-1) / -SOFTMIN_LAMBDA, dim=-1)
+    """``-λ·log Σ_i exp(-c_i/λ)`` elementwise over same-shaped tensors, via stable log-sum-exp.
+
+    The costs are stacked on a new leading axis: the reduction then runs over contiguous slices.
+    """
+    return -SOFTMIN_LAMBDA * torch.logsumexp(torch.stack(costs) / -SOFTMIN_LAMBDA, dim=0)
 
 
 def _soft_alignment_cost(distances: Tensor) -> Tensor:
@@ -95,17 +98,19 @@ def _soft_alignment_cost(distances: Tensor) -> Tensor:
     diagonal, up and left in the last (padding) column, which holds the free end.
     """
     rows, columns = distances.shape[-2:]
-    padded = F.pad(distances, (1, 1))  # [..., R, C+2]
-    previous = padded[..., 0, :].cumsum(dim=-1)  # row 0; padded[..., 0, 0] = 0 keeps column 0 at 0
+    # Cell-major layout [R, C+2, ...]: each cell below is one contiguous slice over all episodes, queries
+    # and supports (the same arithmetic as [..., R, C+2], several times faster on CPU).
+    padded = F.pad(distances, (1, 1)).movedim((-2, -1), (0, 1)).contiguous()  # [R, C+2, ...]
+    previous = padded[0].cumsum(dim=0)  # row 0; padded[0, 0] = 0 keeps column 0 at 0
     for row in range(1, rows):
-        row_distances = padded[..., row, :]
-        cells = [torch.zeros_like(previous[..., 0])]
-        cells.append(row_distances[..., 1] + _soft_min(previous[..., 0], previous[..., 1], cells[0]))
+        row_distances = padded[row]
+        cells = [torch.zeros_like(previous[0])]
+        cells.append(row_distances[1] + _soft_min(previous[0], previous[1], cells[0]))
         for column in range(2, columns + 1):
-            cells.append(row_distances[..., column] + _soft_min(previous[..., column - 1], cells[column - 1]))
-        cells.append(_soft_min(previous[..., columns], previous[..., columns + 1], cells[columns]))
-        previous = torch.stack(cells, dim=-1)
-    return previous[..., columns + 1]
+            cells.append(row_distances[column] + _soft_min(previous[column - 1], cells[column - 1]))
+        cells.append(_soft_min(previous[columns], previous[columns + 1], cells[columns]))
+        previous = torch.stack(cells)
+    return previous[columns + 1]
 
 
 # --------------------------------------------------------------------------- card
