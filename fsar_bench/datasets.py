@@ -220,10 +220,17 @@ def _render(root: Path | None, template: str, video_id: str, line_format: str) -
     return None if root is None else root / template.format(**layout_fields(video_id, line_format))
 
 
+def _setting_path(option: Path | None, setting: str | None, config: Config) -> Path | None:
+    """A command-line path (relative to the current folder), else a bench.toml one (relative to its folder)."""
+    if option is not None:
+        return Path(option).expanduser().resolve()
+    return (config.base_dir / Path(setting).expanduser()).resolve() if setting else None
+
+
 def splits_dir_for(name: str, config: Config, options: DataOptions | None = None) -> Path:
     """Where a benchmark's split files are: --splits-dir, else [datasets.NAME] splits_dir, else [paths] splits/NAME."""
-    text = (options.splits_dir if options else None) or config.dataset_settings(name).get("splits_dir")
-    return (config.base_dir / Path(text).expanduser()).resolve() if text else config.path("splits") / name
+    chosen = _setting_path(options.splits_dir if options else None, config.dataset_settings(name).get("splits_dir"), config)
+    return chosen or config.path("splits") / name
 
 
 def _real(manifest: SplitManifest, config: Config, options: DataOptions) -> Benchmark:
@@ -237,8 +244,7 @@ def _real(manifest: SplitManifest, config: Config, options: DataOptions) -> Benc
         template.format(**layout_fields("c/v", manifest.line_format))
     except (KeyError, IndexError, ValueError) as error:
         raise DataError(f"{manifest.path}: layout {layout!r} template {template!r} is invalid ({error})") from None
-    root_text = options.root or settings.get("root")
-    root = (config.base_dir / Path(root_text).expanduser()).resolve() if root_text else None
+    root = _setting_path(options.root, settings.get("root"), config)
     splits_dir = splits_dir_for(manifest.name, config, options)
     split_files = {part: tuple(splits_dir / f for f in spec.files) for part, spec in manifest.partitions.items()}
 

@@ -229,3 +229,14 @@ def test_unknown_layout_is_a_usage_error(tmp_path):
     config = write_config(tmp_path, {"ucf101": {"root": str(tmp_path), "layout": "flatt"}})
     result = invoke(config, "data", "check", "ucf101")
     assert result.exit_code == 2 and "Did you mean 'flat'" in result.output
+
+
+def test_command_line_paths_are_relative_to_the_current_folder(tmp_path, media, monkeypatch):
+    lines = split_lines("hmdb51")
+    build_tree(tmp_path / "here" / "videos", [real_path("hmdb51", line) for line in lines], media[".avi"])
+    config = write_config(tmp_path / "here", {"hmdb51": {"root": "videos"}})  # relative to bench.toml's folder
+    monkeypatch.chdir(tmp_path)
+    splits = str(SHARED_SPLITS_DIR / SPLIT_DIRS["hmdb51"])
+    assert invoke(config, "data", "check", "hmdb51", "-p", "test", "--splits-dir", splits).exit_code == 0
+    result = invoke(config, "data", "check", "hmdb51", "-p", "test", "--splits-dir", splits, "--root", "here/videos")
+    assert result.exit_code == 0 and str(tmp_path / "here" / "videos") in result.output
