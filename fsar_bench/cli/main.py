@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from fsar_bench.cli import catalog, config_cmd, data, report_cmd, run, splits_cmd
+from fsar_bench.cli import cache_cmd, catalog, config_cmd, data, report_cmd, run, splits_cmd
 
 app = typer.Typer(
     name="fsar-bench",
@@ -40,6 +40,7 @@ catalog.register(app)
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(data.app, name="data")
 app.add_typer(splits_cmd.app, name="splits")
+app.add_typer(cache_cmd.app, name="cache")
 
 
 def main() -> None:
