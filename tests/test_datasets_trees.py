@@ -239,4 +239,4 @@ def test_command_line_paths_are_relative_to_the_current_folder(tmp_path, media, 
     splits = str(SHARED_SPLITS_DIR / SPLIT_DIRS["hmdb51"])
     assert invoke(config, "data", "check", "hmdb51", "-p", "test", "--splits-dir", splits).exit_code == 0
     result = invoke(config, "data", "check", "hmdb51", "-p", "test", "--splits-dir", splits, "--root", "here/videos")
-    assert result.exit_code == 0 and str(tmp_path / "here" / "videos") in result.output
+    assert result.exit_code == 0 and f"hmdb51: {tmp_path / 'here' / 'videos'} (layout class-folders)" in result.output

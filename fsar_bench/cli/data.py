@@ -76,7 +76,9 @@ def check(
         task = bar.add_task("videos", total=None)
         result = check_benchmark(benchmark, parts, config.protocol["frames"], decode=decode, jobs=jobs,
                                  progress=lambda n: bar.advance(task, n), on_total=lambda n: bar.update(task, total=n))
-    table = Table(title=f"{dataset}: {result.root} (layout {result.layout}{', decoded' if decode else ''})")
+    stdout.print(f"{dataset}: {result.root} (layout {result.layout}{', every frame decoded' if decode else ''})",
+                 soft_wrap=True, markup=False)
+    table = Table()
     for column in ("partition", "classes", "videos", "ok", "problems"):
         table.add_column(column, justify="left" if column == "partition" else "right")
     for name, counts in result.partitions.items():
