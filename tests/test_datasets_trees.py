@@ -209,7 +209,7 @@ def test_unexpected_layout_names_the_layout_an_example_path_and_the_layout_that_
     expected = tmp_path / "videos" / (lines[0] + ".avi")
     assert "layout 'class-folders' ({class}/{name}.avi)" in result.output
     assert f"looked for {expected}" in result.output
-    assert 'Layout \'flat\' ({name}.avi) finds' in result.output and 'layout = "flat"' in result.output
+    assert 'Layout \'flat\' ({name}.avi) finds' in result.output and 'layout = "flat" under [datasets.ucf101]' in result.output
     assert invoke(config, "data", "check", "ucf101", "--partition", "test", "--layout", "flat").exit_code == 0
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 
 from fsar_bench.cli.common import config_from, handle_errors, is_terminal, stderr, stdout
 from fsar_bench.errors import DataError, UsageError
@@ -93,7 +94,7 @@ def check(
         stdout.print(f"{problem.kind:<10} {problem.path}  ({problem.partition}, {problem.video_id}): {problem.detail}",
                      soft_wrap=True, markup=False)
     for message in result.layout_errors:
-        stderr.print(f"[bold red]layout:[/] {message}", soft_wrap=True)
+        stderr.print(f"[bold red]layout:[/] {escape(message)}", soft_wrap=True)
     path = result.write(report or config.path("results") / "data-check" / f"{dataset}.json")
     stderr.print(f"report: {path} ({result.seconds:.1f} s)")
     if not result.ok:
