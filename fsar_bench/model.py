@@ -149,3 +149,17 @@ def check_checkpoint_spec(path: Path, stored: dict[str, Any], expected: dict[str
                   for key, value in expected.items() if key in ("method", "backbone", "backbone_dim", "frames", "size") and stored.get(key) != value]
     if mismatches:
         raise ProtocolMismatchError(f"checkpoint {path} does not fit this run:\n  " + "\n  ".join(mismatches))
+
+
+def load_checkpoint_weights(model: FSARModel, path: Path, payload: dict[str, Any]) -> None:
+    """Check the spec, then load the weights; any missing, unexpected or mis-shaped tensor is refused by name."""
+    check_checkpoint_spec(path, payload["spec"], model.spec)
+    ours, theirs = model.state_dict(), payload["state_dict"]
+    problems = [f"missing: {k}" for k in ours if k not in theirs]
+    problems += [f"unexpected: {k}" for k in theirs if k not in ours]
+    problems += [f"shape of {k}: checkpoint {tuple(theirs[k].shape)}, model {tuple(v.shape)}"
+                 for k, v in ours.items() if k in theirs and tuple(theirs[k].shape) != tuple(v.shape)]
+    if problems:
+        shown = "\n  ".join(problems[:12]) + (f"\n  ... and {len(problems) - 12} more" if len(problems) > 12 else "")
+        raise ProtocolMismatchError(f"checkpoint {path} does not fit this model (another version or options?):\n  {shown}")
+    model.load_state_dict(theirs)

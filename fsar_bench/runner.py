@@ -34,7 +34,7 @@ from fsar_bench.errors import DataError, UsageError
 from fsar_bench.cache import EncodingCache, EncodingContext, cache_folder
 from fsar_bench.distributed import SINGLE, Distributed, from_environment, launched_by_torchrun
 from fsar_bench.evaluate import choose_episode_batch, encode_unique, episode_accuracy, score_sharded, scoring_workers
-from fsar_bench.model import FSARModel, check_checkpoint_spec, read_checkpoint
+from fsar_bench.model import FSARModel, load_checkpoint_weights, read_checkpoint
 from fsar_bench.registry import MethodEntry, discover_methods
 from fsar_bench.store import EpisodeRecord, RunStore, check_writable
 from fsar_bench.train import console_progress, train_model
@@ -137,8 +137,7 @@ def ensure_checkpoint(config: Config, entry: MethodEntry, benchmark: Benchmark, 
     loaded = None
     if dist.is_main:
         payload = read_checkpoint(path)
-        check_checkpoint_spec(path, payload["spec"], model.spec)
-        model.load_state_dict(payload["state_dict"])
+        load_checkpoint_weights(model, path, payload)
         from fsar_bench.model import file_sha256
 
         loaded = (file_sha256(path), path, {"trained": True, **payload.get("extra", {})})
