@@ -69,7 +69,7 @@ def difference_distribution(table: CellTable, row: Row) -> Figure:
     if row.comparison is None or row is baseline:
         raise ValueError(f"{row.label} has no comparison with the baseline {table.baseline} in {table.name}")
     diff = row.accuracy - baseline.accuracy
-    figure = Figure(figsize=(6.4, 3.8), layout="constrained")
+    figure = Figure(figsize=(8.4, 3.8), layout="constrained")
     ax = figure.add_subplot()
     values, counts = np.unique(np.round(diff, 6), return_counts=True)
     if len(values) <= 41:  # the coarse grid of per-episode accuracies (100/queries steps)
@@ -80,17 +80,16 @@ def difference_distribution(table: CellTable, row: Row) -> Figure:
         ax.hist(diff, bins=41, color="#4f81bd")
     cmp = row.comparison
     ax.axvline(0.0, color="black", linewidth=0.8)
-    ax.axvline(cmp.delta, color="#c0504d", linestyle="--", linewidth=1.2, label=f"mean Δ = {cmp.delta:+.2f}")
+    ax.axvline(cmp.delta, color="black", linestyle="--", linewidth=1.2)
     ax.set_xlabel(f"per-episode accuracy difference, {row.label} − {baseline.label} (points)")
     ax.set_ylabel("episodes")
     ax.set_title(f"{table.name}: {row.label} vs {baseline.label}", fontsize="medium")
-    text = (f"Δ = {cmp.delta:+.2f} ± {cmp.delta_ci95:.2f} (95% CI)\n"
+    text = (f"mean Δ (dashed) = {cmp.delta:+.2f}\n± {cmp.delta_ci95:.2f} (paired 95% CI)\n"
             f"bootstrap [{cmp.bootstrap_low:+.2f}, {cmp.bootstrap_high:+.2f}]\n"
-            f"W/T/L = {cmp.wins}/{cmp.ties}/{cmp.losses} of {cmp.n}\n"
-            f"p (t) = {fmt_p(cmp.t_pvalue)}, p (W) = {fmt_p(cmp.wilcoxon_pvalue)}")
-    ax.text(0.02, 0.97, text, transform=ax.transAxes, va="top", ha="left", fontsize="small",
-            bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.85, "edgecolor": "#cccccc"})
-    ax.legend(loc="upper right", fontsize="small")
+            f"W/T/L = {cmp.wins}/{cmp.ties}/{cmp.losses}\nof {cmp.n} episodes\n"
+            f"p (t) = {fmt_p(cmp.t_pvalue)}\np (W) = {fmt_p(cmp.wilcoxon_pvalue)}\n\n"
+            "red: baseline better\nblue: method better\ngrey: tie")
+    ax.text(1.02, 1.0, text, transform=ax.transAxes, va="top", ha="left", fontsize="small")
     return figure
 
 

@@ -68,7 +68,8 @@ def print_report(report: Report, console: Console, detailed: bool = False) -> No
         console.print()
     if report.tables:
         names, grid = summary_grid(report)
-        summary = Table(title=Text("Summary: accuracy % ± 95% CI (* best or not significantly worse)"), title_justify="left")
+        summary = Table(title=Text("Summary: accuracy % ± 95% CI"), caption=Text("* best or not significantly worse"),
+                        title_justify="left", caption_justify="left")
         summary.add_column("method")
         for name in names:
             summary.add_column(Text(name), justify="right", no_wrap=True)
