@@ -242,6 +242,7 @@ def run_method(config: Config, request: RunRequest, standard_episodes: int | Non
     summary = evaluate_into(run, model, benchmark, episodes, config, device, log, dist=dist, cache=cache,
                             context=context.digest())
     summary["seconds_total"] = time.time() - started
+    summary.update(run_id=run_id, protocol_fingerprint=protocol.fingerprint, episode_fingerprint=episodes.fingerprint)
     if run is not None:
         run.stamps["timings"] = {**run.stamps.get("timings", {}), "total_seconds": summary["seconds_total"]}
         run.finish(summary)

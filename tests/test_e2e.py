@@ -42,7 +42,7 @@ def test_synth_train_run_report(tmp_path, synthetic_cache):
     training = json.loads((checkpoints[0].parent / "training.json").read_text())
     assert [h["iteration"] for h in training["history"] if "val_acc" in h] == [15, 30]
 
-    report = fsar(config, "report", "--format", "csv")
+    report = fsar(config, "report", "--format", "csv", "--include-smoke")
     assert report.returncode == 0, report.stderr
     table = pd.read_csv(io.StringIO(report.stdout))
     assert list(table["shot"]) == [1, 5] and set(table["method"]) == {"otam"}

@@ -66,12 +66,11 @@ def _evaluate(ctx: typer.Context, method: str, dataset: str, shots: str, cli: di
         summary = run_method(config, request, standard,
                              log=lambda message: stderr.print(message))
         stderr.print(f"{method} {dataset} {shot}-shot: {summary['accuracy']:.2f} ± {summary['ci95']:.2f} "
-                     f"over {summary['episodes']} episodes")
-        run_ids.append(summary)
-    table = collect_runs(config.path("results"))
-    shown = table[(table["method"] == method) & (table["dataset"] == dataset) & table["shot"].isin(shot_list)
-                  & (table["status"] != "incomplete")]
-    stdout.print(format_table(shown, "table"))
+                     f"over {summary['episodes']} episodes (protocol {summary['protocol_fingerprint'][:8]}, "
+                     f"episodes {summary['episode_fingerprint'][:12]})")
+        run_ids.append(summary["run_id"])
+    table = collect_runs(config.path("results"), config.protocol)
+    stdout.print(format_table(table[table["run"].isin(run_ids)], "table"))
 
 
 def register(app: typer.Typer) -> None:
