@@ -63,7 +63,10 @@ class EncodeResult:
 @torch.inference_mode()
 def encode_clips(model: FSARModel, clips: list[torch.Tensor]) -> Reps:
     """uint8 clips ``[T, H, W, 3]`` -> per-video representations on CPU (float32), AMP on GPU."""
-    pixels = torch.cat([model.prepare(clip.unsqueeze(0)) for clip in clips])
+    if all(clip.shape == clips[0].shape for clip in clips):
+        pixels = model.prepare(torch.stack(clips))
+    else:
+        pixels = torch.cat([model.prepare(clip.unsqueeze(0)) for clip in clips])
     with torch.autocast(device_type=model.device.type, dtype=torch.float16, enabled=model.device.type == "cuda"):
         reps = model.encode(pixels)
     return map_reps(reps, lambda t: t.float().cpu())
@@ -170,6 +173,10 @@ def _concat(parts: list[Reps]) -> Reps:
 class _PeakMemory(TorchDispatchMode):
     """Live bytes of the tensors created inside the mode (storages tracked until freed), and their peak."""
 
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        return False  # do not wrap __torch_dispatch__ for dynamo: importing it costs seconds
+
     def __init__(self) -> None:
         super().__init__()
         self.live: dict[int, int] = {}
@@ -211,12 +218,15 @@ def episode_bytes(head: FewShotHead, reps: Reps, row_of: np.ndarray, episodes: E
     table = map_reps(reps, lambda t: t.to(device))
     counts = (1, 3) if len(ids) >= 3 else (1,)
     peaks = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny probes: one thread avoids waiting on the OpenMP pool
     try:
         for count in counts:
             with _PeakMemory() as tracker:
                 _score_batch(head, table, row_of, episodes, ids[:count], device)
             peaks.append(tracker.peak)
     finally:
+        torch.set_num_threads(threads)
         head.train(was_training)
     if len(peaks) == 1:
         return max(1, peaks[0])
@@ -269,6 +279,8 @@ def score_episodes(
     was_training = head.training
     head.eval()
     table = map_reps(reps, lambda t: t.to(device))
+    if device.type == "cpu" and workers > 1:  # at least one batch per thread
+        batch = max(1, min(batch, -(-len(episode_ids) // workers)))
     chunks = [episode_ids[start:start + batch] for start in range(0, len(episode_ids), batch)]
     try:
         if workers <= 1 or device.type != "cpu" or len(chunks) <= 1:
