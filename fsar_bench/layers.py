@@ -8,6 +8,7 @@ Everything here follows the reference semantics in ``../shared/parity/README.md`
 * ``cosine_matrix`` / ``bi_mhm_distance``: Bi-directional Mean Hausdorff matching (sum form) with either the
   L2-normalised cosine (HyRSM) or the ``+eps``-in-denominator cosine (MoLo, OTAM).
 * ``MotionDecoder``: MoLo's motion auto-decoder (bilinear up stages + BN + ReLU, 1×1 conv to RGB).
+* ``LayoutTolerantConv3d``: ``nn.Conv3d`` that survives ``Module.to(memory_format=torch.channels_last)``.
 * ``rename_keys``: turns our state-dict keys into the reference's by prefix rules; ``resolve_options``.
 
 Usage::
@@ -220,6 +221,31 @@ class PreNormTransformerLayer(nn.Module):
     def forward(self, tokens: Tensor) -> Tensor:
         tokens = self.attention(tokens)
         return tokens + self.feed_forward(tokens)
+
+
+# --------------------------------------------------------------------------- Conv3d under channels_last
+class LayoutTolerantConv3d(nn.Conv3d):
+    """``nn.Conv3d`` whose 5-D weight keeps its layout when a whole model is converted to ``channels_last``.
+
+    ``FSARModel.build`` calls ``model.to(memory_format=torch.channels_last)`` for faster 2-D convolutions;
+    torch applies that format to every 4-D *and* 5-D parameter and raises "required rank 4 tensor to use
+    channels_last format" on a Conv3d weight. Here a conversion that fails only for that reason leaves the
+    tensor as it is (contiguous); every other conversion (device, dtype) is applied unchanged. Same state-dict
+    keys and forward as ``nn.Conv3d``.
+
+    Usage: ``LayoutTolerantConv3d(2048, 256, kernel_size=3, padding=1)`` wherever ``nn.Conv3d`` would go.
+    """
+
+    def _apply(self, fn, recurse: bool = True):  # type: ignore[override]
+        def tolerant(tensor: Tensor) -> Tensor:
+            try:
+                return fn(tensor)
+            except RuntimeError as error:
+                if tensor.dim() == 5 and "channels_last format" in str(error):
+                    return tensor
+                raise
+
+        return super()._apply(tolerant, recurse)
 
 
 # --------------------------------------------------------------------------- MoLo motion auto-decoder

@@ -225,28 +225,37 @@ def _reference_recipe(
     *,
     lr: float,
     iterations: int,
-    step_interval: int,
-    decay_epochs: tuple[int, ...],
-    lr_decay: float,
+    steps_iter: int,
+    steps: tuple[int, ...],
+    relative_lrs: tuple[float, ...],
     classification_weight: float,
+    weight_decay: float,
     val_every: int,
-    episodes_per_step: int = 16,
-    extra_options: dict[str, float] | None = None,
+    iterations_per_step: int = 4,
+    head_options: dict[str, float] | None = None,
     notes: str = "",
 ) -> Recipe:
-    """A released config (counts in reference iterations) -> Recipe (counts in episodes), nominal schedule."""
+    """A released config -> Recipe counted in episodes, on its nominal schedule.
+
+    The config's ``SOLVER``: ``STEPS_ITER`` (one "epoch" of the schedule), ``STEPS`` (epochs at which the
+    relative lr changes; STEPS[0] = 0), ``LRS`` (lr relative to BASE_LR from each step on), one warm-up
+    epoch; ``TRAIN.BATCH_SIZE_PER_TASK`` (iterations per optimizer step). Decays after the run are dropped.
+    """
     scale = EPISODES_PER_REFERENCE_ITERATION
+    in_run = [index for index in range(1, len(steps)) if steps[index] * steps_iter < iterations]
     return Recipe(
         optimizer="adam",
         lr=lr,
         iterations=iterations * scale,
-        episodes_per_step=episodes_per_step,
+        episodes_per_step=iterations_per_step * scale,
         train_queries_per_class=HYRSM_TRAIN_QUERIES_BY_SHOT[1],
-        weight_decay=1e-3,
-        warmup=step_interval * scale,
-        lr_steps=tuple(step_interval * epoch * scale for epoch in decay_epochs if step_interval * epoch < iterations),
-        lr_decay=lr_decay,
-        loss_weights={"classification_weight": classification_weight, **(extra_options or {})},
+        train_queries_by_shot=dict(HYRSM_TRAIN_QUERIES_BY_SHOT),
+        weight_decay=weight_decay,
+        warmup=steps_iter * scale,
+        lr_steps=tuple(steps[index] * steps_iter * scale for index in in_run),
+        lr_factors=tuple(round(relative_lrs[index] / relative_lrs[index - 1], 12) for index in in_run),
+        loss_weights={"classification_weight": classification_weight},
+        head_options=dict(head_options or {}),
         val_every=val_every * scale,
         val_episodes=1000,
         notes=notes,
@@ -255,27 +264,33 @@ def _reference_recipe(
 
 HYRSM_RECIPES = {
     "ssv2-full": _reference_recipe(
-        lr=1e-4, iterations=40_000, step_interval=3000, decay_epochs=(6, 9), lr_decay=0.1,
-        classification_weight=0.6, val_every=1000, notes="exact: LRS [1, 0.1, 0.01]",
+        lr=1e-4, iterations=40_000, steps_iter=3000, steps=(0, 6, 9), relative_lrs=(1, 0.1, 0.01),
+        classification_weight=0.6, weight_decay=5e-5, val_every=1000,
+        notes="HyRSM_SSv2_Full_1shot_v1.yaml: lr x0.1 at 18k and 27k reference iterations",
     ),
     "ssv2-small": _reference_recipe(
-        lr=1e-4, iterations=20_000, step_interval=1500, decay_epochs=(4, 8), lr_decay=0.1,
-        classification_weight=0.15, val_every=1000, notes="exact: LRS [1, 0.1, 0.01]",
+        lr=1e-4, iterations=20_000, steps_iter=1500, steps=(0, 4, 8), relative_lrs=(1, 0.1, 0.01),
+        classification_weight=0.15, weight_decay=5e-5, val_every=1000,
+        notes="HyRSM_SSv2_Small_1shot_v1.yaml: lr x0.1 at 6k and 12k reference iterations",
     ),
     "kinetics100": _reference_recipe(
-        lr=2.2e-5, iterations=1200, step_interval=100, decay_epochs=(4, 6, 9), lr_decay=0.05 ** (1 / 3),
-        classification_weight=0.4, val_every=50, extra_options={"position_a": 2048.0, "position_b": 0.01},
-        notes="approximate: reference LRS [1, 0.5, 0.1, 0.05]; one lr_decay (geometric mean) keeps the final lr",
+        lr=2.2e-5, iterations=1200, steps_iter=100, steps=(0, 4, 6, 9), relative_lrs=(1, 0.5, 0.1, 0.05),
+        classification_weight=0.4, weight_decay=5e-4, val_every=50,
+        head_options={"position_a": 2048.0, "position_b": 0.01},
+        notes="HyRSM_K100_1shot_v1.yaml: LRS 1/0.5/0.1/0.05 at 400/600/900 reference iterations; POSITION_A=2048, "
+        "POSITION_B=0.01",
     ),
     "ucf101": _reference_recipe(
-        lr=5e-5, iterations=2500, step_interval=700, decay_epochs=(3, 5, 7), lr_decay=0.5,
-        classification_weight=0.15, val_every=100, notes="exact: LRS [1, 0.5, ...]; one decay falls in the run",
+        lr=5e-5, iterations=2500, steps_iter=700, steps=(0, 3, 5, 7), relative_lrs=(1, 0.5, 0.1, 0.01),
+        classification_weight=0.15, weight_decay=5e-4, val_every=100,
+        notes="HyRSM_UCF101_1shot_v1.yaml: LRS 1/0.5/0.1/0.01 at 2100/3500/4900; only the first falls in the "
+        "2500-iteration run",
     ),
     "hmdb51": _reference_recipe(
-        lr=5e-5, iterations=2000, step_interval=300, decay_epochs=(2, 3, 7), lr_decay=0.1 ** 0.5,
-        classification_weight=0.15, val_every=50, episodes_per_step=8,
-        notes="approximate: reference LRS [1, 0.5, 0.1]; one lr_decay (geometric mean) keeps the final lr; "
-        "the config steps every 2 iterations (8 episodes)",
+        lr=5e-5, iterations=2000, steps_iter=300, steps=(0, 2, 3, 7), relative_lrs=(1, 0.5, 0.1, 0.01),
+        classification_weight=0.15, weight_decay=5e-4, val_every=50, iterations_per_step=2,
+        notes="HyRSM_HMDB51_1shot_v1.yaml: LRS 1/0.5/0.1/0.01 at 600/900/2100 (the last after the run); "
+        "BATCH_SIZE_PER_TASK 2, so the optimizer steps every 8 episodes",
     ),
     "synthetic": Recipe(
         optimizer="adam", lr=1e-3, iterations=600, episodes_per_step=1, train_queries_per_class=5,
@@ -285,20 +300,29 @@ HYRSM_RECIPES = {
 }
 
 HYRSM_NOTES = """\
-Recipes come from the released HyRSM 1-shot configs. Counts are episodes: one reference iteration is 4 episodes
-(4 GPUs), the optimizer steps every 4 iterations (16 episodes; HMDB51 every 2, 8 episodes). Warm-up is one
-STEPS_ITER interval, linear from 0 (the reference starts at WARMUP_START_LR = lr/5). Quirk not copied: the
-reference's lr epoch is cur_iter//STEPS_ITER + cur_iter/STEPS_ITER, so its warm-up ends and its decays fire at
-about half the nominal iterations; we implement the nominal schedule. Weight decay 1e-3 (Adam, from a base config;
-the configs' SOLVER.WEIGHT_DECAY 5e-5/5e-4 is not what the optimizer reads, per METHODS.md).
-Training queries per class by shot: 7/6/5/4/3 for 1-5 shots (HYRSM_TRAIN_QUERIES_BY_SHOT); recipes hold the
-1-shot value. Kinetics uses position A=2048, B=0.01 (passed as options through loss_weights).
+Recipes: the released HyRSM configs (alibaba-mmai-research/HyRSM@f5743b6, configs/projects/hyrsm/*/
+HyRSM_*_1shot_v1.yaml; the 2-5-shot files differ only in SHOT, QUERY_PER_CLASS and the head class). Counts are
+episodes: one reference iteration is 4 episodes (4 GPUs, one episode each); the optimizer steps every
+BATCH_SIZE_PER_TASK iterations (4: 16 episodes; HMDB51 2: 8 episodes). Adam; lr x LRS[i] from STEPS[i]·STEPS_ITER
+on, as per-step factors (Recipe.lr_factors); warm-up is one STEPS_ITER, linear from 0 (the reference starts at
+WARMUP_START_LR, about lr/5). Training queries per class by shot 7/6/5/4/3 (Recipe.train_queries_by_shot, from
+the configs' QUERY_PER_CLASS). Kinetics: positional encoding A=2048, B=0.01 (Recipe.head_options).
+Reference quirks, documented and not copied (we implement what the configs say):
+- lr timing: the reference's schedule epoch is cur_iter//STEPS_ITER + cur_iter/STEPS_ITER (about twice the
+  nominal epoch), so its warm-up ends after half a STEPS_ITER and each decay fires at about half its nominal
+  iteration (STEPS s even: s/2·STEPS_ITER; odd: (s+1)/2·STEPS_ITER). We decay at the nominal iterations.
+- weight decay source: we use each config's SOLVER.WEIGHT_DECAY (5e-5 SSv2, 5e-4 Kinetics/UCF101/HMDB51); the
+  reference's Adam gets 1e-3 from a base config (METHODS.md). Set weight_decay = 1e-3 in [methods.hyrsm] to
+  reproduce the code's behaviour.
+- validation: the reference "validates" on the test split every VAL_FRE_ITER and keeps the best; we select on
+  the val split (same interval) and never read test during training.
+- test frames are sampled randomly for SSv2/UCF101/HMDB51 in the reference; ours are segment centres.
 Loss: total = CE + λ_cls·CE_base_per_frame; the reference's per-episode loss is total/4 (its BATCH_SIZE), summed
 over 4 accumulated episodes and averaged over 4 GPUs, so total/episodes_per_step (16) reproduces its gradient.
-The reference's "validation" runs on the test split and keeps the best; we select on val. Its 1-shot class uses
-every support video as a set item, the 5-shot class (K>1) class prototypes: option set_items="auto" does both.
-Published cells not marked confirmed in METHODS.md: 1-shot on kinetics100, ssv2-small, ucf101, hmdb51.
-Reference test frames are sampled randomly (SSv2/UCF101/HMDB51); ours are segment centres."""
+The 1-shot class uses every support video as a set item, the 5-shot class (K>1) class prototypes: option
+set_items="auto" does both.
+Cached encoding per video: frames [T, d] + time-mean [d] = (T+1)·d floats (9·d at T=8; 72 KiB at d=2048).
+Published cells not marked confirmed in METHODS.md: 1-shot on kinetics100, ssv2-small, ucf101, hmdb51."""
 
 CARDS = (
     MethodCard(

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from fsar_bench.api import FewShotHead, HeadConfig, LossOutput, MethodCard, Preprocess, Recipe, Reps, TrainEpisode
 from fsar_bench.layers import (
     HyrsmPositionalEncoding,
+    LayoutTolerantConv3d,
     MotionDecoder,
     PreNormTransformerLayer,
     all_pairs_bi_mhm,
@@ -104,7 +105,7 @@ class MoloHead(FewShotHead):
         if self.use_motion:
             channels = dim // int(options["motion_reduction"])
             self.motion_class_token = nn.Parameter(torch.randn(1, 1, dim))
-            self.motion_reduce = nn.Conv3d(dim, channels, kernel_size=3, padding=1)
+            self.motion_reduce = LayoutTolerantConv3d(dim, channels, kernel_size=3, padding=1)
             self.motion_frame_conv = nn.Conv2d(channels, channels, kernel_size=3, padding=1)
             self.motion_expand = nn.Conv2d(channels, dim, kernel_size=1)
             self.motion_transformer = transformer()
@@ -286,7 +287,7 @@ EPISODES_PER_REFERENCE_ITERATION = 4
 
 
 def _recipe(
-    lr: float, iterations: int, weights: tuple[float, float, float], extra_options: dict[str, float] | None = None
+    lr: float, iterations: int, weights: tuple[float, float, float], head_options: dict[str, float] | None = None
 ) -> Recipe:
     """METHODS.md's (lr, reference iterations, λ_cls/λ_rec/λ_con) -> Recipe counted in episodes.
 
@@ -305,13 +306,13 @@ def _recipe(
         weight_decay=1e-3,
         warmup=interval,
         lr_steps=(6 * interval, 9 * interval),
-        lr_decay=0.1,
+        lr_factors=(0.1, 0.1),
         loss_weights={
             "classification_weight": classification,
             "reconstruction_weight": reconstruction,
             "contrastive_weight": contrastive,
-            **(extra_options or {}),
         },
+        head_options=dict(head_options or {}),
         val_every=episodes // 20,
         val_episodes=1000,
     )
@@ -332,20 +333,28 @@ MOLO_RECIPES = {
 }
 
 MOLO_NOTES = """\
-Recipes: lr, iterations and loss weights from METHODS.md (MoLo 1-shot configs); counts are episodes (one
-reference iteration = 4 episodes on 4 GPUs; optimizer step every 4 iterations = 16 episodes); 6 training queries
-per class; Adam, weight decay 1e-3 (base config). The released warm-up/decay points were not available: we use
-one tenth of the run for warm-up and ×0.1 decays at 60% and 90% (assumed). Reference quirks not copied: its lr
-epoch counter makes warm-up and decays fire at about half the nominal iterations; its released 5-shot configs
-train and test 1-shot; its "validation" runs on the test split and keeps the best (we select on val); test frames
-are sampled randomly (ours: segment centres). Kinetics uses position A=2048, B=0.02 (passed as options through
-loss_weights until Recipe has head options).
+Recipes: lr, iterations and loss weights (λ_cls/λ_rec/λ_con) from METHODS.md (MoLo 1-shot configs); counts are
+episodes (one reference iteration = 4 episodes on 4 GPUs; optimizer step every 4 iterations = 16 episodes);
+6 training queries per class at every shot; Adam with weight decay 1e-3 (the value the reference's optimizer
+gets from a base config, METHODS.md; MoLo's per-dataset SOLVER.WEIGHT_DECAY was not available to us). The
+released warm-up/decay points were not available either: we use one tenth of the run for warm-up and ×0.1 decays
+at 60% and 90% (assumed, the shape of HyRSM's SSv2 configs). Kinetics: positional encoding A=2048, B=0.02
+(Recipe.head_options).
+Reference quirks, documented and not copied:
+- lr timing: its schedule epoch is cur_iter//STEPS_ITER + cur_iter/STEPS_ITER, so warm-up and decays fire at
+  about half the nominal iterations; we use the nominal ones.
+- 5-shot: the released 5-shot configs actually train and test 1-shot (SHOT: 1); the published 5-shot numbers
+  are meant as 5-shot, so we train 5-shot models for 5-shot evaluation (same recipe otherwise).
+- validation: its "validation" runs on the test split and keeps the best checkpoint; we select on val.
+- test frames are sampled randomly for SSv2/UCF101/HMDB51; ours are segment centres.
 Loss: total = CE + λ_cls·CE_base + λ_con·(CE_s2q + CE_q2s + CE_s2q_m + CE_q2s_m) + 4·λ_rec·MSE_recons. The
 reference divides all but the reconstruction by BATCH_SIZE=4 and accumulates 4 episodes per GPU over 4 GPUs;
 its per-episode loss is total/4, so total/episodes_per_step (16) reproduces its gradient, including the 4-fold
 effective weight of the reconstruction term (option reference_batch_size).
 Reconstruction target: pixel differences of the normalised input frames; the decoder upsamples conv5 maps ×32
 (2·4·4); if frames are not 32h×32w the target is resized bilinearly (with a warning).
+Cached encoding per video: RGB frame tokens [T, d] + motion frame tokens [T-1, d] = (2T-1)·d floats (15·d at
+T=8; 120 KiB at d=2048); class tokens only feed training losses and are not cached (no-motion: T·d).
 Published cells not marked confirmed in METHODS.md: ssv2-full 1/5-shot, kinetics100 5-shot, ssv2-small 5-shot,
 ucf101 and hmdb51 1/5-shot."""
 

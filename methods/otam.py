@@ -174,7 +174,8 @@ CARDS = (
             "ssv2-full 5-shot, kinetics100 5-shot; all others must be re-checked before shown as published. "
             "Soft-min uses a stable log-sum-exp (reference: naive log(sum(exp))); equal within 1e-6 where the "
             "reference is finite, finite where it overflows. Row 0 is a hard running sum, as in the reference "
-            "(not the paper's relaxation). Loss: mean CE over the episode's queries."
+            "(not the paper's relaxation). Loss: mean CE over the episode's queries. Cached encoding per video: frames "
+            "[T, d] and their norms [T], T·d + T floats (64 KiB at d=2048, T=8)."
         ),
     ),
 )

@@ -313,7 +313,9 @@ CARDS = (
             "Loss: LossOutput.total is the cross-entropy SUMMED over the episode's queries (official utils.loss); "
             "the trainer divides by episodes_per_step=16, which reproduces the official sum-CE/16 per task and "
             "its gradient. Terms: ce_sum (= total) and ce (mean). Reference norm_v is unused and ignored on load; "
-            "tuples.{j} are checked against our combinations and ignored."
+            "tuples.{j} are checked against our combinations and ignored. Cached encoding per video: for each "
+            "cardinality k, keys and values [C(T, k), out_dim], 2·C(T, k)·out_dim floats (T=8, out_dim 1152: "
+            "2·(28 + 56)·1152 = 193,536 floats, 756 KiB)."
         ),
     ),
 )

@@ -96,7 +96,8 @@ CARDS = (
             "Distance choice: squared Euclidean to the class prototype (ProtoNet), not cosine. The Perrett "
             "library's CNN_TSN defaults to the mean of cos(query, support) over the class's supports (eps 0.01) "
             "and offers this squared-Euclidean prototype variant as an option. No published numbers: TSN is a "
-            "control. Loss: mean CE over the episode's queries."
+            "control. Loss: mean CE over the episode's queries. Cached encoding per video: the frame mean, d floats "
+            "(8 KiB at d=2048)."
         ),
     ),
 )

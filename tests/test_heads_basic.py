@@ -1,4 +1,4 @@
-"""Shape, batching, order and training behaviour of the TSN, OTAM and TRX heads (small sizes)."""
+"""Shape, batching, order and training behaviour of the TSN, OTAM and TRX heads; every card's converter."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from fsar_bench.api import FewShotHead, HeadConfig, MethodCard, TrainEpisode, index_reps, map_reps
+from fsar_bench.api import FewShotHead, HeadConfig, MethodCard, ReferenceStateError, TrainEpisode, index_reps, map_reps
 from methods import otam, trx, tsn
 
 DIM, FRAMES = 16, 6
@@ -190,3 +190,45 @@ def test_cards(module) -> None:
 def test_trx_rejects_bad_cardinalities(cardinalities: tuple[int, ...]) -> None:
     with pytest.raises(ValueError, match="cardinalities"):
         _head("trx", cardinalities=cardinalities)
+
+
+# --------------------------------------------------------------------------- reference converters, every card
+def _all_cards() -> list[MethodCard]:
+    from methods import hyrsm, molo
+
+    return [card for module in (tsn, otam, trx, hyrsm, molo) for card in module.CARDS]
+
+
+def _small_head_of(card: MethodCard) -> FewShotHead:
+    torch.manual_seed(0)
+    sizes = {"trx": {"out_dim": 8}, "hyrsm": {"heads": 4}, "molo": {"heads": 4}}
+    options = {**card.options, **sizes.get(card.name.split("-")[0], {})}
+    config = HeadConfig(dim=DIM, frames=FRAMES, num_base_classes=10, feature_size=(2, 2), options=options)
+    return card.head(config).eval()
+
+
+@pytest.mark.parametrize("card", _all_cards(), ids=lambda card: card.name)
+def test_reference_converter_round_trips_and_lists_every_problem(card: MethodCard) -> None:
+    """Our weights under reference names load back; a broken state dict names every bad key, nothing loads."""
+    head = _small_head_of(card)
+    ours = head.state_dict()
+    reference = {ref: ours[our].clone() + 1 for our, ref in head.reference_key_map().items()}
+    head.load_reference_state_dict({f"module.head.{key}": value for key, value in reference.items()})
+    for our, ref in head.reference_key_map().items():
+        torch.testing.assert_close(head.state_dict()[our], reference[ref])
+
+    broken = dict(reference)
+    broken["head.not_a_reference_key.weight"] = torch.zeros(3)
+    expected = ["unexpected: not_a_reference_key.weight"]
+    if reference:  # parameter-free heads (TSN, OTAM) can only get unexpected keys
+        missing, mis_shaped = sorted(reference)[0], sorted(reference)[-1]
+        del broken[missing]
+        broken[mis_shaped] = torch.zeros(*reference[mis_shaped].shape, 2)
+        expected += [f"missing: {missing}", f"wrong shape: {mis_shaped}: reference "]
+    before = {key: value.clone() for key, value in head.state_dict().items()}
+    with pytest.raises(ReferenceStateError) as error:
+        head.load_reference_state_dict(broken)
+    for fragment in expected:
+        assert fragment in str(error.value)
+    for key, value in head.state_dict().items():  # all-or-nothing: the failed load changed no weight
+        assert torch.equal(value, before[key])

@@ -202,4 +202,4 @@ def test_unknown_option_and_card() -> None:
     assert {"ssv2-full", "ssv2-small", "kinetics100", "ucf101", "hmdb51", "synthetic"} <= set(card.recipes)
     assert card.published[("ssv2-full", 1)] == 54.3
     for recipe in card.recipes.values():  # every loss weight must be a valid head option
-        small_head(**recipe.loss_weights)
+        small_head(**recipe.loss_weights, **recipe.head_options)

@@ -259,5 +259,5 @@ def test_cards() -> None:
     for card in cards.values():
         assert {"ssv2-full", "ssv2-small", "kinetics100", "ucf101", "hmdb51", "synthetic"} <= set(card.recipes)
         for recipe in card.recipes.values():  # every loss weight must be a valid head option
-            small_head(card.name, **recipe.loss_weights)
+            small_head(card.name, **recipe.loss_weights, **recipe.head_options)
     assert cards["molo"].published[("kinetics100", 1)] == 74.0
