@@ -43,7 +43,7 @@ def register(app: typer.Typer) -> None:
 
         config = config_from(ctx)
         table = Table(title="datasets")
-        for column in ("name", "description", "root (bench.toml [datasets.NAME] root)"):
+        for column in ("name", "description", "root (bench.toml \\[datasets.NAME] root)"):
             table.add_column(column)
         for name in benchmark_names():
             root = config.dataset_settings(name).get("root", "generated in the cache" if name == "synthetic" else "(not set)")
