@@ -63,6 +63,17 @@ HYRSM_TRAIN_QUERIES_BY_SHOT = {1: 7, 2: 6, 3: 5, 4: 4, 5: 3}
 """Training queries per class by shot in the released configs (Recipe holds the 1-shot value)."""
 
 
+_MIN_GEMM_ROWS = 32
+"""Fewer rows can send a CPU GEMM to another kernel, with other rounding: ``_pad_rows`` keeps a batch of one
+episode bit-identical to a larger batch."""
+
+
+def _pad_rows(rows: Tensor) -> Tensor:
+    """``[..., M, k]`` -> at least ``_MIN_GEMM_ROWS`` rows (zero rows appended; slice them off after the GEMM)."""
+    missing = _MIN_GEMM_ROWS - rows.shape[-2]
+    return F.pad(rows, (0, 0, 0, missing)) if missing > 0 else rows
+
+
 class SetAttention(nn.Module):
     """Post-norm multi-head attention over a token set: ``[..., L, d] -> [..., L, d]`` (before ReLU).
 
@@ -97,6 +108,46 @@ class SetAttention(nn.Module):
         weights = torch.softmax(queries @ keys.transpose(-1, -2) / self.key_dim**0.5, dim=-1)
         attended = merge_heads(self.attention_dropout(weights) @ values)
         return self.norm(tokens + self.output_dropout(self.output(attended)))
+
+    def forward_sets(self, items: Tensor, queries: Tensor) -> Tensor:
+        """``forward`` of every query's set {n items, the query}, the items shared by all Q queries.
+
+        items [E, n, d], queries [E, Q, d] -> [E, Q, n+1, d], the same as ``forward`` of
+        ``cat([items expanded to Q, queries], dim=2)`` up to float rounding, at less than half the cost:
+        the projections run once per distinct token (n + Q per episode, not Q·(n+1)), and the output
+        projection, being linear, is applied per head to the distinct values before the attention sum.
+        """
+        episodes, num_items, dim = items.shape
+        num_queries = queries.shape[1]
+        distinct_count = num_items + num_queries
+        distinct = _pad_rows(torch.cat([items, queries], dim=1).reshape(episodes * distinct_count, dim))  # [E(n+Q)+, d]
+
+        def project(layer: nn.Linear) -> Tensor:  # -> [E, h, n+Q, dk]
+            rows = layer(distinct)[: episodes * distinct_count]
+            return split_heads(rows.view(episodes, distinct_count, -1), self.heads)
+
+        keys_all, queries_all, values_all = project(self.key_proj), project(self.query_proj), project(self.value_proj)
+        # every distinct value through its head's block of the output projection: [E, h, n+Q, d]
+        head_blocks = self.output.weight.view(dim, self.heads, self.key_dim).permute(1, 2, 0)  # [h, dk, d]
+        per_head = _pad_rows(values_all.transpose(0, 1).reshape(self.heads, episodes * distinct_count, self.key_dim))
+        projected = torch.bmm(per_head, head_blocks)[:, : episodes * distinct_count]
+        projected = projected.reshape(self.heads, episodes, distinct_count, dim).transpose(0, 1)
+        set_index = torch.cat([torch.arange(num_items, device=items.device).expand(num_queries, -1),
+                               torch.arange(num_items, num_items + num_queries, device=items.device)[:, None]], dim=1)
+        set_queries = queries_all[:, :, set_index].transpose(1, 2)  # [E, Q, h, n+1, dk]
+        set_keys = keys_all[:, :, set_index].transpose(1, 2)
+        weights = torch.softmax(set_queries @ set_keys.transpose(-1, -2) / self.key_dim**0.5, dim=-1)
+        weights = self.attention_dropout(weights)  # [E, Q, h, n+1 (token), n+1 (attended)]
+        # items' contributions: one GEMM per episode over (h, item); the query's own: one per (episode, query)
+        item_weights = weights[..., :num_items].permute(0, 1, 3, 2, 4).reshape(episodes, num_queries * (num_items + 1),
+                                                                                self.heads * num_items)
+        item_values = projected[:, :, :num_items].reshape(episodes, self.heads * num_items, dim)
+        attended = (item_weights @ item_values).view(episodes, num_queries, num_items + 1, dim)
+        query_weights = weights[..., num_items].permute(0, 1, 3, 2)  # [E, Q, n+1, h]
+        query_values = projected[:, :, num_items:].transpose(1, 2)  # [E, Q, h, d]
+        attended = attended + query_weights @ query_values + self.output.bias
+        tokens = torch.cat([items[:, None].expand(episodes, num_queries, num_items, dim), queries[:, :, None]], dim=2)
+        return self.norm(tokens + self.output_dropout(attended))
 
 
 class HyrsmHead(FewShotHead):
@@ -163,10 +214,7 @@ class HyrsmHead(FewShotHead):
             item_frames = support["frames"].mean(dim=2)
             item_means = support["mean"].mean(dim=2)
         num_items = item_means.shape[1]
-        token_set = torch.cat(
-            [item_means[:, None].expand(episodes, num_query, num_items, -1), query["mean"][:, :, None]], dim=2
-        )
-        inter_set = self.inter_attention(token_set)
+        inter_set = self.inter_attention.forward_sets(item_means, query["mean"])  # [E, Q, n+1, d]
         token_part = F.linear(torch.relu(inter_set), self.fusion.weight[:, self.config.dim :, 0])
         final_support = item_frames[:, None] + token_part[:, :, :num_items, None, :]
         final_query = query["frames"] + token_part[:, :, num_items, None, :]
