@@ -211,8 +211,9 @@ def _score_batch(head: FewShotHead, table: Reps, row_of: np.ndarray, episodes: E
 
 
 def episode_bytes(head: FewShotHead, reps: Reps, row_of: np.ndarray, episodes: EpisodeSet, ids: np.ndarray,
-                  device: torch.device) -> int:
-    """Peak scratch bytes per episode (gathered encodings + the head's intermediates), measured on probes."""
+                  device: torch.device) -> tuple[int, int]:
+    """(fixed, per-episode) peak scratch bytes of scoring a batch (gathered encodings + the head's
+    intermediates), from the peaks of a 1- and a 3-episode probe."""
     was_training = head.training
     head.eval()
     table = map_reps(reps, lambda t: t.to(device))
@@ -229,8 +230,9 @@ def episode_bytes(head: FewShotHead, reps: Reps, row_of: np.ndarray, episodes: E
         torch.set_num_threads(threads)
         head.train(was_training)
     if len(peaks) == 1:
-        return max(1, peaks[0])
-    return max(1, (peaks[1] - peaks[0]) // 2, peaks[0] // 2)
+        return 0, max(1, peaks[0])
+    per_episode = max(1, (peaks[1] - peaks[0]) // 2)
+    return max(0, peaks[0] - per_episode), per_episode
 
 
 def memory_budget(device: torch.device) -> int:
@@ -250,9 +252,10 @@ def choose_episode_batch(head: FewShotHead, reps: Reps, row_of: np.ndarray, epis
     """Episodes per batch so that ``workers`` batches in flight fit ``budget`` bytes (default ``memory_budget``)."""
     if len(ids) == 0:
         return 1
-    per_episode = episode_bytes(head, reps, row_of, episodes, ids, device)
+    fixed, per_episode = episode_bytes(head, reps, row_of, episodes, ids, device)
     budget = memory_budget(device) if budget is None else budget
-    return int(min(MAX_EPISODE_BATCH, max(1, budget // (max(1, workers) * per_episode))))
+    per_worker = budget // max(1, workers) - fixed
+    return int(min(MAX_EPISODE_BATCH, max(1, per_worker // per_episode)))
 
 
 def scoring_workers(device: torch.device) -> int:

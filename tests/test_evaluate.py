@@ -85,11 +85,12 @@ def test_batch_size_follows_the_memory_budget() -> None:
     reps = _encoded(head)
     episodes = _episodes(8, 5)
     row_of, ids = np.arange(VIDEOS), np.arange(8)
-    per_episode = episode_bytes(head, reps, row_of, episodes, ids, torch.device("cpu"))
+    fixed, per_episode = episode_bytes(head, reps, row_of, episodes, ids, torch.device("cpu"))
     gathered = sum(t[0].numel() * t.element_size() for t in reps.values()) * WAY * 6  # N*K + Q rows
     assert per_episode >= gathered, "at least the gathered encodings of one episode"
-    assert choose_episode_batch(head, reps, row_of, episodes, ids, torch.device("cpu"), budget=10 * per_episode) == 10
-    assert choose_episode_batch(head, reps, row_of, episodes, ids, torch.device("cpu"), budget=10 * per_episode,
+    budget = fixed + 10 * per_episode
+    assert choose_episode_batch(head, reps, row_of, episodes, ids, torch.device("cpu"), budget=budget) == 10
+    assert choose_episode_batch(head, reps, row_of, episodes, ids, torch.device("cpu"), budget=2 * fixed + 10 * per_episode,
                                 workers=2) == 5
     assert choose_episode_batch(head, reps, row_of, episodes, ids, torch.device("cpu"), budget=1) == 1
 

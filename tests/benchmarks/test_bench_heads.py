@@ -35,7 +35,7 @@ def _score_all(head, reps, episodes) -> tuple[float, int, int, np.ndarray]:
     ids = np.arange(len(episodes))
     row_of = np.arange(reps_rows(reps))
     workers = scoring_workers(device)
-    per_episode = episode_bytes(head, reps, row_of, episodes, ids, device)
+    _, per_episode = episode_bytes(head, reps, row_of, episodes, ids, device)
     batch = choose_episode_batch(head, reps, row_of, episodes, ids, device, workers=workers)
     start = time.perf_counter()
     predictions = np.concatenate([p for _, p in score_episodes(head, reps, row_of, episodes, ids, batch, device, workers)])
