@@ -6,7 +6,8 @@ serves later runs: repeating, resuming, or the other shot of a shared checkpoint
 
 An entry's key is the sha256 of everything its content depends on (``EncodingContext``): the cache
 format and fsar-bench version, the checkpoint's sha256, the method and model spec, the preprocessing,
-the frame count and sampling rule and video reader, plus the video id and the file's size and mtime.
+the frame count and sampling rule and video reader, the source of the code that encodes (the method's
+file, the backbones), plus the video id and the file's size and mtime.
 The frame indices are a function of the file (its frame count), the frame count T and the sampling
 rule; they are stored in the entry. An entry written by another version or for another checkpoint
 has another key, so it is never read.
@@ -78,11 +79,28 @@ class EncodingContext:
     frames: int
     sampling: str
     video_reader: str
+    code_sha256: str = ""
 
     def digest(self) -> str:
         """sha256 of the context, the cache format and the fsar-bench version."""
         payload = {"format": CACHE_FORMAT, "fsar_bench": fsar_bench.__version__, **asdict(self)}
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def code_sha256(head_class: type) -> str:
+    """sha256 of the source that computes an encoding: the head's module and fsar-bench's model code.
+
+    Editing a method's ``encode`` (or the backbones) therefore never reads encodings made by the old code.
+    """
+    import inspect
+
+    files = [inspect.getsourcefile(head_class)]
+    files += [str(Path(__file__).with_name(name)) for name in ("api.py", "backbones.py", "layers.py", "model.py", "video.py")]
+    digest = hashlib.sha256()
+    for name in files:
+        if name and os.path.isfile(name):
+            digest.update(Path(name).read_bytes())
+    return digest.hexdigest()
 
 
 def entry_key(context_digest: str, video_id: str, path: Path) -> str:

@@ -31,7 +31,7 @@ from fsar_bench.config import Config, recipe_with_overrides
 from fsar_bench.datasets import Benchmark, DataOptions, open_benchmark
 from fsar_bench.episodes import EpisodeSet, Protocol, draw_episodes, save_manifest
 from fsar_bench.errors import DataError, UsageError
-from fsar_bench.cache import EncodingCache, EncodingContext, cache_folder
+from fsar_bench.cache import EncodingCache, EncodingContext, cache_folder, code_sha256
 from fsar_bench.distributed import SINGLE, Distributed, from_environment, launched_by_torchrun
 from fsar_bench.evaluate import choose_episode_batch, encode_unique, episode_accuracy, score_sharded, scoring_workers
 from fsar_bench.model import FSARModel, load_checkpoint_weights, read_checkpoint
@@ -237,7 +237,7 @@ def run_method(config: Config, request: RunRequest, standard_episodes: int | Non
     }
     run = RunStore.open(results_dir, run_id, stamps) if dist.is_main else None
     context = EncodingContext(checkpoint_sha, entry.name, model.spec, asdict(model.preprocess), protocol.frames,
-                              protocol.sampling, open_reader().name)
+                              protocol.sampling, open_reader().name, code_sha256(entry.card.head))
     cache = cache if cache is not None else encoding_cache(config, log)
     summary = evaluate_into(run, model, benchmark, episodes, config, device, log, dist=dist, cache=cache,
                             context=context.digest())

@@ -53,8 +53,19 @@ def test_keys_change_with_checkpoint_version_video_and_file(tmp_path, monkeypatc
     monkeypatch.setattr(fsar_bench, "__version__", "999.0")
     assert entry_key(_context().digest(), "v", video) != base, "another fsar-bench version never hits"
     monkeypatch.undo()
+    edited = EncodingContext(**{**_context().__dict__, "code_sha256": "c" * 64})
+    assert entry_key(edited.digest(), "v", video) != base, "edited encode code never hits"
     video.write_bytes(b"y" * 11)
     assert entry_key(_context().digest(), "v", video) != base, "a changed file is encoded again"
+
+
+def test_code_digest_covers_the_method_file(tmp_path):
+    from methods.otam import OTAMHead
+    from methods.tsn import TSNHead
+
+    from fsar_bench.cache import code_sha256
+
+    assert len(code_sha256(OTAMHead)) == 64 and code_sha256(OTAMHead) != code_sha256(TSNHead)
 
 
 def test_memory_then_disk_hits(tmp_path):
