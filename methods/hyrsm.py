@@ -109,24 +109,31 @@ class SetAttention(nn.Module):
         attended = merge_heads(self.attention_dropout(weights) @ values)
         return self.norm(tokens + self.output_dropout(self.output(attended)))
 
-    def forward_sets(self, items: Tensor, queries: Tensor) -> Tensor:
+    def project_qkv(self, tokens: Tensor) -> Tensor:
+        """``[..., d] -> [..., 3, d]``: the query, key and value projections of each token (one GEMM)."""
+        weight = torch.cat([self.query_proj.weight, self.key_proj.weight, self.value_proj.weight])
+        return F.linear(tokens, weight).unflatten(-1, (3, -1))
+
+    def forward_sets(self, items: Tensor, queries: Tensor, item_qkv: Tensor | None = None,
+                     query_qkv: Tensor | None = None) -> Tensor:
         """``forward`` of every query's set {n items, the query}, the items shared by all Q queries.
 
         items [E, n, d], queries [E, Q, d] -> [E, Q, n+1, d], the same as ``forward`` of
-        ``cat([items expanded to Q, queries], dim=2)`` up to float rounding, at less than half the cost:
-        the projections run once per distinct token (n + Q per episode, not Q·(n+1)), and the output
-        projection, being linear, is applied per head to the distinct values before the attention sum.
+        ``cat([items expanded to Q, queries], dim=2)`` up to float rounding, at a fraction of the cost: the
+        q/k/v projections come from the cache (``item_qkv`` [E, n, 3, d], ``query_qkv`` [E, Q, 3, d], from
+        ``project_qkv``; they are linear and bias-free, so a prototype's are the mean of its videos') or run
+        once per distinct token, and the output projection, being linear, is applied per head to the
+        distinct values before the attention sum.
         """
         episodes, num_items, dim = items.shape
         num_queries = queries.shape[1]
         distinct_count = num_items + num_queries
-        distinct = _pad_rows(torch.cat([items, queries], dim=1).reshape(episodes * distinct_count, dim))  # [E(n+Q)+, d]
-
-        def project(layer: nn.Linear) -> Tensor:  # -> [E, h, n+Q, dk]
-            rows = layer(distinct)[: episodes * distinct_count]
-            return split_heads(rows.view(episodes, distinct_count, -1), self.heads)
-
-        keys_all, queries_all, values_all = project(self.key_proj), project(self.query_proj), project(self.value_proj)
+        if item_qkv is None or query_qkv is None:
+            distinct = _pad_rows(torch.cat([items, queries], dim=1).reshape(episodes * distinct_count, dim))
+            qkv = self.project_qkv(distinct)[: episodes * distinct_count].view(episodes, distinct_count, 3, dim)
+        else:
+            qkv = torch.cat([item_qkv, query_qkv], dim=1)  # [E, n+Q, 3, d]
+        queries_all, keys_all, values_all = (split_heads(qkv[:, :, index], self.heads) for index in range(3))
         # every distinct value through its head's block of the output projection: [E, h, n+Q, d]
         head_blocks = self.output.weight.view(dim, self.heads, self.key_dim).permute(1, 2, 0)  # [h, dk, d]
         per_head = _pad_rows(values_all.transpose(0, 1).reshape(self.heads, episodes * distinct_count, self.key_dim))
@@ -153,8 +160,9 @@ class SetAttention(nn.Module):
 class HyrsmHead(FewShotHead):
     """HyRSM head over pooled frame features ``[V, T, d]``.
 
-    Cached per video: ``{"frames": W_f·relu(intra) + b  [V, T, d], "mean": time-mean of relu(intra)  [V, d]}``,
-    where ``W = [W_f | W_z]`` is the fusion conv over ``[frame; video token]``.
+    Cached per video: ``{"frames": W_f·relu(intra) + b  [V, T, d], "mean": time-mean of relu(intra)  [V, d],
+    "set_qkv": the set attention's q/k/v projections of the mean  [V, 3, d]}``, where ``W = [W_f | W_z]`` is
+    the fusion conv over ``[frame; video token]``.
     """
 
     def __init__(self, config: HeadConfig) -> None:
@@ -185,7 +193,7 @@ class HyrsmHead(FewShotHead):
         return self.intra_attention(self.positional_encoding(features))
 
     def encode(self, features: Tensor) -> Reps:
-        """[V, T, d] -> {"frames": [V, T, d], "mean": [V, d]}."""
+        """[V, T, d] -> {"frames": [V, T, d], "mean": [V, d], "set_qkv": [V, 3, d]}."""
         return self._encode_intra(torch.relu(self.intra_relation(features)))
 
     def base_class_logits(self, features: Tensor) -> Tensor:
@@ -194,7 +202,9 @@ class HyrsmHead(FewShotHead):
 
     def _encode_intra(self, intra: Tensor) -> dict[str, Tensor]:
         frame_weight = self.fusion.weight[:, : self.config.dim, 0]
-        return {"frames": F.linear(intra, frame_weight, self.fusion.bias), "mean": intra.mean(dim=-2)}
+        mean = intra.mean(dim=-2)
+        return {"frames": F.linear(intra, frame_weight, self.fusion.bias), "mean": mean,
+                "set_qkv": self.inter_attention.project_qkv(mean)}
 
     # -- per episode
     def relation_outputs(self, support: Reps, query: Reps) -> dict[str, Tensor]:
@@ -207,14 +217,18 @@ class HyrsmHead(FewShotHead):
         episodes, way, shot = support["mean"].shape[:3]
         num_query = query["mean"].shape[1]
         use_videos = self.options["set_items"] == "videos" or (self.options["set_items"] == "auto" and shot == 1)
+        has_qkv = "set_qkv" in support and "set_qkv" in query
         if use_videos:  # every support video is a set item (the reference's 1-shot class)
             item_frames = support["frames"].flatten(1, 2)
             item_means = support["mean"].flatten(1, 2)
+            item_qkv = support["set_qkv"].flatten(1, 2) if has_qkv else None
         else:  # class prototypes: per-frame mean over shots (fusion is linear, so the mean commutes with W_f)
             item_frames = support["frames"].mean(dim=2)
             item_means = support["mean"].mean(dim=2)
+            item_qkv = support["set_qkv"].mean(dim=2) if has_qkv else None  # q/k/v are linear too
         num_items = item_means.shape[1]
-        inter_set = self.inter_attention.forward_sets(item_means, query["mean"])  # [E, Q, n+1, d]
+        inter_set = self.inter_attention.forward_sets(item_means, query["mean"], item_qkv,
+                                                      query["set_qkv"] if has_qkv else None)  # [E, Q, n+1, d]
         token_part = F.linear(torch.relu(inter_set), self.fusion.weight[:, self.config.dim :, 0])
         final_support = item_frames[:, None] + token_part[:, :, :num_items, None, :]
         final_query = query["frames"] + token_part[:, :, num_items, None, :]
@@ -372,7 +386,8 @@ Loss: total = CE + λ_cls·CE_base_per_frame; the reference's per-episode loss i
 over 4 accumulated episodes and averaged over 4 GPUs, so total/episodes_per_step (16) reproduces its gradient.
 The 1-shot class uses every support video as a set item, the 5-shot class (K>1) class prototypes: option
 set_items="auto" does both.
-Cached encoding per video: frames [T, d] + time-mean [d] = (T+1)·d floats (9·d at T=8; 72 KiB at d=2048).
+Cached encoding per video: frames [T, d] + time-mean [d] + its set-attention q/k/v [3, d] = (T+4)·d floats
+(12·d at T=8; 96 KiB at d=2048).
 Published cells not marked confirmed in METHODS.md: 1-shot on kinetics100, ssv2-small, ucf101, hmdb51."""
 
 CARDS = (
