@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from fsar_bench.layers import (
     HyrsmPositionalEncoding,
+    LayoutTolerantConv3d,
     PreNormSelfAttention,
     all_pairs_bi_mhm,
     bi_mhm_distance,
@@ -111,3 +112,19 @@ def test_resolve_options_rejects_unknown_keys() -> None:
     assert resolve_options({"heads": 8, "dim": 2}, {"heads": 4}, "demo") == {"heads": 4, "dim": 2}
     with pytest.raises(ValueError, match=r"unknown option\(s\) \['head'\]"):
         resolve_options({"heads": 8}, {"head": 4}, "demo")
+
+
+def test_layout_tolerant_conv3d_survives_channels_last_and_computes_conv3d() -> None:
+    """FSARModel.build converts the whole model to channels_last; a plain Conv3d weight makes torch raise."""
+    torch.manual_seed(0)
+    plain = torch.nn.Conv3d(4, 2, kernel_size=3, padding=1)
+    with pytest.raises(RuntimeError, match="channels_last"):
+        torch.nn.Sequential(torch.nn.Conv3d(4, 2, 3)).to(memory_format=torch.channels_last)
+    tolerant = LayoutTolerantConv3d(4, 2, kernel_size=3, padding=1)
+    tolerant.load_state_dict(plain.state_dict())
+    model = torch.nn.Sequential(tolerant, torch.nn.Flatten(0, 1)).to(memory_format=torch.channels_last)
+    assert set(tolerant.state_dict()) == {"weight", "bias"}
+    x = torch.rand(2, 4, 3, 5, 5)
+    torch.testing.assert_close(model[0](x), plain(x))
+    model.to(torch.float64)  # other conversions still apply
+    assert tolerant.weight.dtype == torch.float64

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 
 import pytest
@@ -203,3 +205,17 @@ def test_unknown_option_and_card() -> None:
     assert card.published[("ssv2-full", 1)] == 54.3
     for recipe in card.recipes.values():  # every loss weight must be a valid head option
         small_head(**recipe.loss_weights, **recipe.head_options)
+
+
+def test_recipes_follow_the_released_configs() -> None:
+    """Schedules as per-step factors, per-shot queries, PE constants as head options (not loss weights)."""
+    recipes = hyrsm.HYRSM_RECIPES
+    kinetics = recipes["kinetics100"]
+    assert kinetics.head_options == {"position_a": 2048.0, "position_b": 0.01}
+    assert set(kinetics.loss_weights) == {"classification_weight"}
+    assert kinetics.lr_steps == (1600, 2400, 3600) and kinetics.lr_factors == (0.5, 0.2, 0.5)
+    assert math.isclose(kinetics.lr_multiplier(4799), 0.05)  # LRS 0.05 at the end
+    assert recipes["ucf101"].lr_steps == (8400,) and recipes["hmdb51"].episodes_per_step == 8
+    for name in ("ssv2-full", "ssv2-small", "kinetics100", "ucf101", "hmdb51", "synthetic"):
+        assert [recipes[name].train_queries(shot) for shot in range(1, 6)] == [7, 6, 5, 4, 3]
+    assert recipes["ssv2-full"].weight_decay == 5e-5 and recipes["ucf101"].weight_decay == 5e-4

@@ -261,3 +261,11 @@ def test_cards() -> None:
         for recipe in card.recipes.values():  # every loss weight must be a valid head option
             small_head(card.name, **recipe.loss_weights, **recipe.head_options)
     assert cards["molo"].published[("kinetics100", 1)] == 74.0
+
+
+def test_recipes_put_positional_constants_in_head_options() -> None:
+    recipes = molo.MOLO_RECIPES
+    assert recipes["kinetics100"].head_options == {"position_a": 2048.0, "position_b": 0.02}
+    for recipe in recipes.values():
+        assert set(recipe.loss_weights) == {"classification_weight", "reconstruction_weight", "contrastive_weight"}
+    assert recipes["ssv2-full"].lr_factors == (0.1, 0.1) and recipes["ssv2-full"].train_queries(5) == 6
