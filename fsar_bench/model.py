@@ -55,8 +55,8 @@ class FSARModel(nn.Module):
                             feature_size=(size // 32, size // 32), options=merged)
         spec = {"method": card.name, "backbone": backbone, "backbone_dim": trunk.out_dim, "frames": frames,
                 "size": size, "num_base_classes": num_base_classes, "options": merged}
-        model = cls(trunk, card.head(config), card.preprocess_for(backbone) or default_preprocess(backbone), spec)
-        return model.to(memory_format=torch.channels_last)  # 30-55% faster convolutions on CPU
+        trunk = trunk.to(memory_format=torch.channels_last)  # 30-55% faster convolutions on CPU; backbone only
+        return cls(trunk, card.head(config), card.preprocess_for(backbone) or default_preprocess(backbone), spec)
 
     @property
     def device(self) -> torch.device:

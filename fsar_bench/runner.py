@@ -104,8 +104,16 @@ def build_model(config: Config, entry: MethodEntry, benchmark: Benchmark, device
 
 
 def default_checkpoint_path(config: Config, model: FSARModel, dataset: str, shot: int) -> Path:
+    """``results/checkpoints/<method>__<dataset>__<K>shot__<backbone>__T<T>__seed<S>__r<recipe>/best.pt``.
+
+    ``<recipe>`` hashes the training recipe (with bench.toml overrides) and the head options, so an edited
+    recipe trains a new checkpoint instead of silently reusing the old one.
+    """
     spec = model.spec
-    name = f"{spec['method']}__{dataset}__{shot}shot__{spec['backbone']}__T{spec['frames']}__seed{config.run['train_seed']}"
+    recipe = method_recipe(config, get_method(config, spec["method"]), dataset)
+    recipe_digest = hashlib.sha256(json.dumps([asdict(recipe), spec], sort_keys=True, default=str).encode()).hexdigest()[:8]
+    name = (f"{spec['method']}__{dataset}__{shot}shot__{spec['backbone']}__T{spec['frames']}"
+            f"__seed{config.run['train_seed']}__r{recipe_digest}")
     return config.path("results") / "checkpoints" / name / "best.pt"
 
 
