@@ -152,7 +152,7 @@ def from_environment(device_name: str = "auto") -> tuple[Distributed, torch.devi
     """
     want_cuda = (device_name == "auto" and torch.cuda.is_available()) or device_name.startswith("cuda")
     if not launched_by_torchrun():
-        return SINGLE, _single_device(device_name)
+        return SINGLE, single_device(device_name)
     rank, world, local = (int(os.environ[k]) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
     if want_cuda and not torch.cuda.is_available():
         raise UsageError(f"device {device_name!r} requested but CUDA is not available")
@@ -170,7 +170,8 @@ def from_environment(device_name: str = "auto") -> tuple[Distributed, torch.devi
     return Distributed(rank, world, local), device
 
 
-def _single_device(name: str) -> torch.device:
+def single_device(name: str) -> torch.device:
+    """"auto": CUDA when available, else CPU; otherwise the named device, checked."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

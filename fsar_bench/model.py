@@ -10,7 +10,6 @@ Usage::
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -23,6 +22,7 @@ from torch import Tensor, nn
 from fsar_bench.api import FewShotHead, HeadConfig, MethodCard, Preprocess, Reps
 from fsar_bench.backbones import build_backbone, default_preprocess
 from fsar_bench.errors import DataError, ProtocolMismatchError
+from fsar_bench.splits import file_sha256
 
 CHECKPOINT_FORMAT = 1
 
@@ -104,14 +104,6 @@ def _resize_and_crop(x: Tensor, preprocess: Preprocess) -> Tensor:
         top, left = (height - preprocess.crop) // 2, (width - preprocess.crop) // 2
         x = x[..., top:top + preprocess.crop, left:left + preprocess.crop]
     return x
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def save_checkpoint(model: FSARModel, path: Path, extra: dict[str, Any]) -> str:

@@ -32,9 +32,10 @@ from fsar_bench.datasets import Benchmark, DataOptions, open_benchmark
 from fsar_bench.episodes import EpisodeSet, Protocol, draw_episodes, save_manifest
 from fsar_bench.errors import DataError, UsageError
 from fsar_bench.cache import EncodingCache, EncodingContext, cache_folder, code_sha256
-from fsar_bench.distributed import SINGLE, Distributed, from_environment, launched_by_torchrun
+from fsar_bench.distributed import SINGLE, Distributed, from_environment, launched_by_torchrun, single_device
 from fsar_bench.evaluate import choose_episode_batch, encode_unique, episode_accuracy, score_sharded, scoring_workers
 from fsar_bench.model import FSARModel, load_checkpoint_weights, read_checkpoint
+from fsar_bench.splits import file_sha256
 from fsar_bench.registry import MethodEntry, discover_methods
 from fsar_bench.store import EpisodeRecord, RunStore, check_writable
 from fsar_bench.train import console_progress, train_model
@@ -58,15 +59,7 @@ def resolve_device(name: str) -> torch.device:
     """"auto": CUDA when available, else CPU; otherwise the named device (under torchrun: this rank's)."""
     if launched_by_torchrun():
         return from_environment(name)[1]
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"device {name!r} requested but CUDA is not available")
-    return device
+    return single_device(name)
 
 
 def get_method(config: Config, name: str) -> MethodEntry:
@@ -146,8 +139,6 @@ def ensure_checkpoint(config: Config, entry: MethodEntry, benchmark: Benchmark, 
     if dist.is_main:
         payload = read_checkpoint(path)
         load_checkpoint_weights(model, path, payload)
-        from fsar_bench.model import file_sha256
-
         loaded = (file_sha256(path), path, {"trained": True, **payload.get("extra", {})})
     loaded = dist.broadcast_object(loaded)
     dist.broadcast_module(model)
