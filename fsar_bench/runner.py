@@ -35,6 +35,7 @@ from fsar_bench.cache import EncodingCache, EncodingContext, cache_folder, code_
 from fsar_bench.distributed import SINGLE, Distributed, from_environment, launched_by_torchrun, single_device
 from fsar_bench.evaluate import choose_episode_batch, encode_unique, episode_accuracy, score_sharded, scoring_workers
 from fsar_bench.model import FSARModel, load_checkpoint_weights, read_checkpoint
+from fsar_bench.progress import step_progress
 from fsar_bench.splits import file_sha256
 from fsar_bench.registry import MethodEntry, discover_methods
 from fsar_bench.store import EpisodeRecord, RunStore, check_writable
@@ -270,8 +271,10 @@ def evaluate_into(run: RunStore | None, model: FSARModel, benchmark: Benchmark, 
         log(f"{model.spec['method']} {benchmark.name} {episodes.protocol.shot}-shot: {len(todo)} episodes to score, "
             f"{len(needed)} unique videos to encode" + (f" (resuming: {len(done)} already recorded)" if done else ""))
         video_ids = [episodes.video_ids[v] for v in needed]
-        encoded = encode_unique(model, video_ids, [benchmark.video_path(v) for v in video_ids], episodes.protocol.frames,
-                                cache=cache, context=context, workers=config.run["workers"], dist=dist)
+        with step_progress(f"encode {len(needed)} videos", len(needed), dist.is_main) as advance:
+            encoded = encode_unique(model, video_ids, [benchmark.video_path(v) for v in video_ids], episodes.protocol.frames,
+                                    cache=cache, context=context, workers=config.run["workers"], dist=dist,
+                                    progress=advance)
         timings.update(encode_seconds=encoded.seconds, videos_encoded=encoded.encoded, encodings_from_cache=encoded.from_cache)
         log(f"encodings: {encoded.from_cache} of {len(needed)} from the cache, {encoded.encoded} encoded "
             f"({encoded.seconds:.1f} s)")
@@ -282,11 +285,13 @@ def evaluate_into(run: RunStore | None, model: FSARModel, benchmark: Benchmark, 
         batch = config.run["episode_batch"] or dist.broadcast_object(
             choose_episode_batch(model.head, encoded.reps, row_of, episodes, todo, device, workers=workers))
         timings["episode_batch"] = batch
-        for ids, predictions in score_sharded(model.head, encoded.reps, row_of, episodes, todo, batch, device, workers, dist):
-            if run is not None:
-                correct = episode_accuracy(episodes, ids, predictions)
-                run.append([EpisodeRecord(int(e), int(c), int(predictions.shape[1]), predictions[i].tolist())
-                            for i, (e, c) in enumerate(zip(ids, correct))])
+        with step_progress(f"score {len(todo)} episodes", len(todo), dist.is_main) as advance:
+            for ids, predictions in score_sharded(model.head, encoded.reps, row_of, episodes, todo, batch, device, workers, dist):
+                if run is not None:
+                    correct = episode_accuracy(episodes, ids, predictions)
+                    run.append([EpisodeRecord(int(e), int(c), int(predictions.shape[1]), predictions[i].tolist())
+                                for i, (e, c) in enumerate(zip(ids, correct))])
+                advance(len(ids))
         timings["score_seconds"] = time.time() - t0
     if run is None:
         return dist.broadcast_object(None)
