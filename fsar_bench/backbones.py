@@ -114,6 +114,12 @@ def default_backbone(dataset: str) -> str:
     return "small-cnn" if dataset == "synthetic" else "resnet50"
 
 
+PERRETT_RESNET50_PREPROCESS = Preprocess(resize="short-side", resize_to=256, crop=224, mean=None, std=None)
+"""OTAM/TSN/TRX (Perrett library and official TRX): short side 256, centre crop 224, no normalisation."""
+MOLO_RESNET50_PREPROCESS = Preprocess(resize="squash", resize_to=256, crop=224)
+"""MoLo/HyRSM: squash to 256x256, centre crop 224, normalise with mean 0.45, std 0.225."""
+
+
 def default_preprocess(backbone: str) -> Preprocess:
     """The backbone's own preprocessing when the method card gives none."""
     if backbone == "small-cnn":

@@ -28,13 +28,13 @@ from fsar_bench.api import (
     HeadConfig,
     LossOutput,
     MethodCard,
-    Preprocess,
     Recipe,
     Reps,
     TrainEpisode,
     add_episode_axis,
     support_to_episode,
 )
+from fsar_bench.backbones import MOLO_RESNET50_PREPROCESS
 from fsar_bench.layers import (
     HyrsmPositionalEncoding,
     PreNormSelfAttention,
@@ -409,7 +409,7 @@ CARDS = (
             ("hmdb51", 1): 60.3, ("hmdb51", 5): 76.0,
         },
         recipes=HYRSM_RECIPES,
-        preprocess={"resnet50": Preprocess(resize="squash", resize_to=256, crop=224)},
+        preprocess={"resnet50": MOLO_RESNET50_PREPROCESS},
         notes=HYRSM_NOTES,
     ),
 )

@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fsar_bench.api import FewShotHead, HeadConfig, LossOutput, MethodCard, Preprocess, Recipe, Reps, TrainEpisode
+from fsar_bench.api import FewShotHead, HeadConfig, LossOutput, MethodCard, Recipe, Reps, TrainEpisode
+from fsar_bench.backbones import MOLO_RESNET50_PREPROCESS
 from fsar_bench.layers import (
     HyrsmPositionalEncoding,
     LayoutTolerantConv3d,
@@ -370,7 +371,7 @@ _COMMON = {
     "reference_code": "alibaba-mmai-research/MoLo@f7f73b6dd8cba446b414b1c47652ab26033bc88e models/base/few_shot.py "
     "(CNN_BiMHM_MoLo)",
     "recipes": MOLO_RECIPES,
-    "preprocess": {"resnet50": Preprocess(resize="squash", resize_to=256, crop=224)},
+    "preprocess": {"resnet50": MOLO_RESNET50_PREPROCESS},
 }
 
 CARDS = (

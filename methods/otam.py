@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from fsar_bench.api import FewShotHead, MethodCard, Preprocess, Recipe, Reps
+from fsar_bench.api import FewShotHead, MethodCard, Recipe, Reps
+from fsar_bench.backbones import PERRETT_RESNET50_PREPROCESS
 
 COSINE_EPS = 0.01
 """Added to the product of norms in the frame cosine (reference ``cos_sim(..., epsilon=0.01)``)."""
@@ -114,7 +115,6 @@ def _soft_alignment_cost(distances: Tensor) -> Tensor:
 
 
 # --------------------------------------------------------------------------- card
-_PERRETT_RESNET50 = Preprocess(resize="short-side", resize_to=256, crop=224, mean=None, std=None)
 
 _OTAM_RECIPE = Recipe(
     optimizer="sgd",
@@ -172,7 +172,7 @@ CARDS = (
             **{dataset: _OTAM_RECIPE for dataset in ("ssv2-full", "ssv2-small", "kinetics100", "ucf101", "hmdb51")},
             "synthetic": _SYNTHETIC_RECIPE,
         },
-        preprocess={"resnet50": _PERRETT_RESNET50},
+        preprocess={"resnet50": PERRETT_RESNET50_PREPROCESS},
         notes=(
             "Published numbers: MoLo paper tables (arXiv 2304.00946). Confirmed by a second public source: "
             "ssv2-full 5-shot, kinetics100 5-shot; all others must be re-checked before shown as published. "

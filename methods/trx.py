@@ -41,7 +41,6 @@ from fsar_bench.api import (
     HeadConfig,
     LossOutput,
     MethodCard,
-    Preprocess,
     Recipe,
     ReferenceStateError,
     Reps,
@@ -49,6 +48,7 @@ from fsar_bench.api import (
     add_episode_axis,
     support_to_episode,
 )
+from fsar_bench.backbones import PERRETT_RESNET50_PREPROCESS
 
 DEFAULT_OUT_DIM = 1152
 DEFAULT_CARDINALITIES = (2, 3)
@@ -232,7 +232,6 @@ def _tuple_attention_logits(
 
 
 # --------------------------------------------------------------------------- card
-_PERRETT_RESNET50 = Preprocess(resize="short-side", resize_to=256, crop=224, mean=None, std=None)
 
 _TRX_NOTES = (
     "Official tobyperrett/trx run.py: plain SGD (no momentum), lr 1e-3, MultiStepLR milestone 1e6 (never fires), "
@@ -307,7 +306,7 @@ CARDS = (
             **{dataset: _TRX_DEFAULT_RECIPE for dataset in ("kinetics100", "ucf101", "hmdb51")},
             "synthetic": _SYNTHETIC_RECIPE,
         },
-        preprocess={"resnet50": _PERRETT_RESNET50},
+        preprocess={"resnet50": PERRETT_RESNET50_PREPROCESS},
         options={"out_dim": DEFAULT_OUT_DIM, "cardinalities": DEFAULT_CARDINALITIES},
         notes=(
             "Published numbers: MoLo paper tables (arXiv 2304.00946); the TRX paper reports 5-shot only, 1-shot "

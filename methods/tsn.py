@@ -20,7 +20,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from fsar_bench.api import FewShotHead, MethodCard, Preprocess, Recipe
+from fsar_bench.api import FewShotHead, MethodCard, Recipe
+from fsar_bench.backbones import PERRETT_RESNET50_PREPROCESS
 
 
 class TSNHead(FewShotHead):
@@ -43,7 +44,6 @@ class TSNHead(FewShotHead):
 
 
 # --------------------------------------------------------------------------- card
-_PERRETT_RESNET50 = Preprocess(resize="short-side", resize_to=256, crop=224, mean=None, std=None)
 
 _TSN_RECIPE = Recipe(
     optimizer="sgd",
@@ -94,7 +94,7 @@ CARDS = (
             **{dataset: _TSN_RECIPE for dataset in ("ssv2-full", "ssv2-small", "kinetics100", "ucf101", "hmdb51")},
             "synthetic": _SYNTHETIC_RECIPE,
         },
-        preprocess={"resnet50": _PERRETT_RESNET50},
+        preprocess={"resnet50": PERRETT_RESNET50_PREPROCESS},
         notes=(
             "Distance choice: squared Euclidean to the class prototype (ProtoNet), not cosine. The Perrett "
             "library's CNN_TSN defaults to the mean of cos(query, support) over the class's supports (eps 0.01) "
