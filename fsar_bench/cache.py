@@ -40,6 +40,7 @@ import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -276,6 +277,33 @@ class EncodingCache:
         self.stats.written += 1
         if self._disk_used is not None:
             self._disk_used += len(data)
+
+    @contextlib.contextmanager
+    def background_writes(self) -> Iterator[Callable[..., None]]:
+        """Yield a ``put`` that writes in one background thread (file I/O overlaps encoding); on leaving,
+        wait for every write and raise the first error (e.g. CacheFullError). A failed write also stops
+        the next ``put``. Nothing else may use the cache until the block ends.
+
+        Usage::
+
+            with cache.background_writes() as put:
+                put(key, reps, {"video": video_id})
+        """
+        pool = ThreadPoolExecutor(1, thread_name_prefix="fsar-cache-write")
+        pending: list[Future] = []
+
+        def put(key: str, reps: Reps, meta: Mapping[str, Any] | None = None) -> None:
+            for future in [future for future in pending if future.done()]:
+                future.result()
+                pending.remove(future)
+            pending.append(pool.submit(self.put, key, reps, meta))
+
+        try:
+            yield put
+        finally:
+            pool.shutdown(wait=True)
+        for future in pending:
+            future.result()
 
     def _remember(self, key: str, reps: Reps) -> None:
         size = reps_nbytes(reps)

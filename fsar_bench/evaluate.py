@@ -11,6 +11,8 @@ the head's batched ``logits`` scores them all at once. The batch size comes from
 3-episode probe). On CPU, batches run in ``workers`` threads of one intra-op thread each (no OpenMP
 barrier per small op, which on a shared machine costs more than the op). Every head is
 batch-invariant: results are bit-identical to scoring episodes one at a time (tests/test_evaluate.py).
+A ``PairwiseHead`` (OTAM) is scored through ``fsar_bench/pairs.py`` instead: each distinct
+(query, support video) pair once, then the episodes gather their pair scores.
 
 Usage::
 
@@ -22,9 +24,9 @@ Usage::
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -33,19 +35,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
 
-from fsar_bench.api import FewShotHead, Reps, index_reps, map_reps
+from fsar_bench.api import FewShotHead, PairwiseHead, Reps, index_reps, map_reps
 from fsar_bench.cache import EncodingCache, entry_key
 from fsar_bench.distributed import SINGLE, Distributed
 from fsar_bench.episodes import EpisodeSet
 from fsar_bench.loading import iterate_clip_batches
 from fsar_bench.model import FSARModel
+from fsar_bench.pairs import score_pairwise
+from fsar_bench.peak_memory import PeakMemory, memory_budget
 
 ProgressFn = Callable[[int], None]
-CPU_EPISODE_MEMORY_BYTES = 256 << 20
-"""Default scratch memory for scoring on CPU (all worker threads together)."""
 MAX_EPISODE_BATCH = 4096
 
 
@@ -134,20 +134,22 @@ def encode_unique(
     was_training = model.training
     model.eval()
     encoded_parts: list[Reps] = []
+    writes = cache.background_writes() if cache is not None else contextlib.nullcontext(None)
     try:
-        for batch in iterate_clip_batches([paths[p] for p in mine], frames, workers=workers, batch_size=batch_videos):
-            positions = [mine[i] for i in batch.indices]
-            reps = encode_clips(model, batch.clips)
-            if cache is not None:
-                for row, position in enumerate(positions):
-                    video = map_reps(reps, lambda t: t[row].clone())
-                    cache.put(keys[position], video, {"video": video_ids[position], "frame_indices": batch.frame_indices[row]})
-            if dist.active:
-                encoded_parts.append(reps)
-            else:
-                table.fill(positions, reps)
-            if progress:
-                progress(len(positions) * dist.world_size)
+        with writes as put:
+            for batch in iterate_clip_batches([paths[p] for p in mine], frames, workers=workers, batch_size=batch_videos):
+                positions = [mine[i] for i in batch.indices]
+                reps = encode_clips(model, batch.clips)
+                if put is not None:
+                    for row, position in enumerate(positions):
+                        video = map_reps(reps, lambda t: t[row].clone())
+                        put(keys[position], video, {"video": video_ids[position], "frame_indices": batch.frame_indices[row]})
+                if dist.active:
+                    encoded_parts.append(reps)
+                else:
+                    table.fill(positions, reps)
+                if progress:
+                    progress(len(positions) * dist.world_size)
     finally:
         model.train(was_training)
     if dist.active and todo:
@@ -170,36 +172,6 @@ def _concat(parts: list[Reps]) -> Reps:
 
 
 # --------------------------------------------------------------------------- batch size
-class _PeakMemory(TorchDispatchMode):
-    """Live bytes of the tensors created inside the mode (storages tracked until freed), and their peak."""
-
-    @classmethod
-    def _should_skip_dynamo(cls) -> bool:
-        return False  # do not wrap __torch_dispatch__ for dynamo: importing it costs seconds
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.live: dict[int, int] = {}
-        self.current = 0
-        self.peak = 0
-
-    def _free(self, key: int) -> None:
-        self.current -= self.live.pop(key, 0)
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for tensor in tree_flatten(out)[0]:
-            if isinstance(tensor, torch.Tensor):
-                storage = tensor.untyped_storage()
-                key = id(storage)
-                if key not in self.live:
-                    self.live[key] = storage.nbytes()
-                    self.current += storage.nbytes()
-                    weakref.finalize(storage, self._free, key)
-        self.peak = max(self.peak, self.current)
-        return out
-
-
 def _score_batch(head: FewShotHead, table: Reps, row_of: np.ndarray, episodes: EpisodeSet, ids: np.ndarray,
                  device: torch.device) -> np.ndarray:
     """Predictions [B, Q] of episodes ``ids`` (thread-safe; runs under inference mode)."""
@@ -223,7 +195,7 @@ def episode_bytes(head: FewShotHead, reps: Reps, row_of: np.ndarray, episodes: E
     torch.set_num_threads(1)  # tiny probes: one thread avoids waiting on the OpenMP pool
     try:
         for count in counts:
-            with _PeakMemory() as tracker:
+            with PeakMemory() as tracker:
                 _score_batch(head, table, row_of, episodes, ids[:count], device)
             peaks.append(tracker.peak)
     finally:
@@ -235,23 +207,13 @@ def episode_bytes(head: FewShotHead, reps: Reps, row_of: np.ndarray, episodes: E
     return max(0, peaks[0] - per_episode), per_episode
 
 
-def memory_budget(device: torch.device) -> int:
-    """Scratch memory for scoring: a quarter of the free GPU memory, or on CPU 256 MiB (at most 1/8 of RAM)."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return free // 4
-    try:
-        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError):
-        available = 8 << 30
-    return min(CPU_EPISODE_MEMORY_BYTES, available // 8)
-
-
 def choose_episode_batch(head: FewShotHead, reps: Reps, row_of: np.ndarray, episodes: EpisodeSet, ids: np.ndarray,
                          device: torch.device, budget: int | None = None, workers: int = 1) -> int:
     """Episodes per batch so that ``workers`` batches in flight fit ``budget`` bytes (default ``memory_budget``)."""
     if len(ids) == 0:
         return 1
+    if isinstance(head, PairwiseHead):  # scratch is bounded per pair chunk (pairs.py); an episode is Q*N*K indices
+        return MAX_EPISODE_BATCH
     fixed, per_episode = episode_bytes(head, reps, row_of, episodes, ids, device)
     budget = memory_budget(device) if budget is None else budget
     per_worker = budget // max(1, workers) - fixed
@@ -282,6 +244,12 @@ def score_episodes(
     was_training = head.training
     head.eval()
     table = map_reps(reps, lambda t: t.to(device))
+    if isinstance(head, PairwiseHead):
+        try:
+            yield from score_pairwise(head, table, row_of, episodes, episode_ids, batch, device, workers)
+        finally:
+            head.train(was_training)
+        return
     if device.type == "cpu" and workers > 1:  # at least one batch per thread
         batch = max(1, min(batch, -(-len(episode_ids) // workers)))
     chunks = [episode_ids[start:start + batch] for start in range(0, len(episode_ids), batch)]

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,13 @@ class EpisodeRecord:
     correct: int
     queries: int
     predictions: list[int]
+
+
+def record_line(record: EpisodeRecord) -> str:
+    """One JSON line, the same text as ``json.dumps(asdict(record), separators=(",", ":")) + "\\n"`` (faster)."""
+    predictions = ",".join(map(str, record.predictions))
+    return (f'{{"episode":{int(record.episode)},"correct":{int(record.correct)},"queries":{int(record.queries)},'
+            f'"predictions":[{predictions}]}}\n')
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
@@ -97,12 +104,14 @@ def read_records(path: Path, repair: bool = False) -> list[EpisodeRecord]:
 
 
 class RunStore:
-    """An open run folder. ``done`` holds the episode ids already recorded."""
+    """An open run folder. ``done`` holds the episode ids already recorded; the records themselves are
+    kept in memory too (this process is the run's only writer: ``append`` refuses a repeated episode)."""
 
-    def __init__(self, folder: Path, stamps: dict[str, Any], done: set[int]) -> None:
+    def __init__(self, folder: Path, stamps: dict[str, Any], records: list[EpisodeRecord]) -> None:
         self.folder = folder
         self.stamps = stamps
-        self.done = done
+        self._records = {record.episode: record for record in records}
+        self.done = set(self._records)
 
     @classmethod
     def open(cls, results_dir: Path, run_id: str, stamps: dict[str, Any]) -> RunStore:
@@ -122,8 +131,7 @@ class RunStore:
             stored.setdefault("resumed_at", []).append(stamps.get("started_at"))
             stamps = {**stamps, "started_at": stored.get("started_at"), "resumed_at": stored["resumed_at"]}
         write_json_atomic(stamps_path, stamps)
-        done = {record.episode for record in read_records(folder / RECORDS_FILE, repair=True)}
-        return cls(folder, stamps, done)
+        return cls(folder, stamps, read_records(folder / RECORDS_FILE, repair=True))
 
     @property
     def finished(self) -> bool:
@@ -134,15 +142,17 @@ class RunStore:
         repeated = [r.episode for r in records if r.episode in self.done]
         if repeated:
             raise StoreError(f"episodes {repeated[:5]} are already recorded in {self.folder}")
-        payload = "".join(json.dumps(asdict(r), separators=(",", ":")) + "\n" for r in records)
+        payload = "".join(map(record_line, records))
         with open(self.folder / RECORDS_FILE, "a", encoding="utf-8") as stream:
             stream.write(payload)
             stream.flush()
             os.fsync(stream.fileno())
         self.done.update(r.episode for r in records)
+        self._records.update((r.episode, r) for r in records)
 
     def records(self) -> list[EpisodeRecord]:
-        return read_records(self.folder / RECORDS_FILE)
+        """Every record of the run (read at open, plus those appended since), by episode."""
+        return [self._records[episode] for episode in sorted(self._records)]
 
     def finish(self, summary: dict[str, Any]) -> None:
         """Mark the run finished (atomic); the stamps get the final timings too."""

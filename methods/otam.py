@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from fsar_bench.api import FewShotHead, MethodCard, Recipe, Reps
+from fsar_bench.api import MethodCard, PairwiseHead, Recipe, Reps, expand_pairs
 from fsar_bench.backbones import PERRETT_RESNET50_PREPROCESS
 
 COSINE_EPS = 0.01
@@ -36,49 +36,55 @@ SOFTMIN_LAMBDA = 0.1
 """Temperature λ of the soft-min ``-λ·log Σ exp(-c/λ)``."""
 
 
-class OTAMHead(FewShotHead):
+class OTAMHead(PairwiseHead):
     """Bidirectional OTAM matching of pooled frame features; parameter-free.
 
     Reps: ``{"frames": [V, T, d], "frame_norms": [V, T]}`` (the norms are hoisted out of the
     episode loop; the frames are used raw because the cosine has its eps in the denominator).
+    A class's logit depends on each (query, support video) pair alone, so OTAM is a
+    ``PairwiseHead``: evaluation aligns each distinct pair of test videos once.
     """
 
     def encode(self, features: Tensor) -> Reps:
         """features [V, T, d] -> {"frames": [V, T, d], "frame_norms": [V, T]}."""
         return {"frames": features, "frame_norms": features.norm(dim=-1)}
 
-    def frame_distances(self, support: Reps, query: Reps) -> Tensor:
-        """``D = 1 - cos_eps(query frame, support frame)``.
+    def pair_distances(self, support: Reps, query: Reps) -> Tensor:
+        """``D = 1 - cos_eps(query frame, support frame)`` per pair: [P, T, d] each -> [P, T, T]
+        (query frame = row, support frame = column); one small GEMM per pair (batch-invariant)."""
+        dots = torch.bmm(query["frames"], support["frames"].transpose(1, 2))
+        norm_products = query["frame_norms"][:, :, None] * support["frame_norms"][:, None, :]
+        return 1 - dots / (norm_products + COSINE_EPS)
 
-        support frames [E, N, K, T, d], query frames [E, Q, T, d] -> D [E, Q, N, K, T, T]
-        (query frame = row, support frame = column).
-        """
-        support_frames, support_norms = support["frames"], support["frame_norms"]
-        query_frames, query_norms = query["frames"], query["frame_norms"]
-        episodes, way, shot, frames, dim = support_frames.shape
-        num_queries, query_frames_count = query_frames.shape[1], query_frames.shape[2]
-        # One GEMM per episode: [Q*T, d] x [d, N*K*T].
-        dots = torch.bmm(
-            query_frames.reshape(episodes, num_queries * query_frames_count, dim),
-            support_frames.reshape(episodes, way * shot * frames, dim).transpose(1, 2),
-        )
-        norm_products = query_norms.reshape(episodes, -1, 1) * support_norms.reshape(episodes, 1, -1)
-        cosine = dots / (norm_products + COSINE_EPS)
-        cosine = cosine.view(episodes, num_queries, query_frames_count, way, shot, frames)
-        return 1 - cosine.permute(0, 1, 3, 4, 2, 5)
-
-    def alignment_costs(self, support: Reps, query: Reps) -> tuple[Tensor, Tensor]:
-        """Per-support OTAM costs in both directions: (query->support, support->query), each [E, Q, N, K]."""
-        distances = self.frame_distances(support, query)
+    def pair_costs(self, support: Reps, query: Reps) -> tuple[Tensor, Tensor]:
+        """OTAM costs of each pair in both directions: (query->support, support->query), each [P]."""
+        distances = self.pair_distances(support, query)
         if distances.shape[-1] == distances.shape[-2]:
             both = _soft_alignment_cost(torch.stack((distances, distances.transpose(-1, -2))))
             return both[0], both[1]
         return _soft_alignment_cost(distances), _soft_alignment_cost(distances.transpose(-1, -2))
 
-    def logits(self, support: Reps, query: Reps) -> Tensor:
-        """support [E, N, K, ...], query [E, Q, ...] -> [E, Q, N] = -mean_K(cost_q2s + cost_s2q)."""
-        query_to_support, support_to_query = self.alignment_costs(support, query)
-        return -(query_to_support + support_to_query).mean(dim=-1)
+    def pair_scores(self, support: Reps, query: Reps) -> Tensor:
+        """[P] = cost(query->support) + cost(support->query)."""
+        query_to_support, support_to_query = self.pair_costs(support, query)
+        return query_to_support + support_to_query
+
+    def reduce_pairs(self, scores: Tensor) -> Tensor:
+        """[E, Q, N, K] -> [E, Q, N] = -mean over the K support videos."""
+        return -scores.mean(dim=-1)
+
+    # -- per-episode views of the intermediates (parity tests)
+    def frame_distances(self, support: Reps, query: Reps) -> Tensor:
+        """support [E, N, K, T, d], query [E, Q, T, d] -> D [E, Q, N, K, T, T]."""
+        pair_support, pair_query, lead = expand_pairs(support, query)
+        distances = self.pair_distances(pair_support, pair_query)
+        return distances.reshape(*lead, *distances.shape[1:])
+
+    def alignment_costs(self, support: Reps, query: Reps) -> tuple[Tensor, Tensor]:
+        """(query->support, support->query) costs of every episode pair, each [E, Q, N, K]."""
+        pair_support, pair_query, lead = expand_pairs(support, query)
+        query_to_support, support_to_query = self.pair_costs(pair_support, pair_query)
+        return query_to_support.reshape(lead), support_to_query.reshape(lead)
 
 
 # --------------------------------------------------------------------------- soft DTW

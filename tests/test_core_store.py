@@ -83,3 +83,14 @@ def test_unfinished_and_smoke_runs_are_labelled(tmp_path):
     smoke.finish({})
     statuses = dict(zip(collect_runs(tmp_path)["run"], collect_runs(tmp_path)["status"]))
     assert statuses == {"a": "incomplete", "b": "smoke"}
+
+
+def test_record_lines_are_the_json_of_the_record() -> None:
+    import json
+    from dataclasses import asdict
+
+    from fsar_bench.store import record_line
+
+    for record in (EpisodeRecord(0, 5, 5, [0, 1, 2, 3, 4]), EpisodeRecord(9999, 0, 3, [4, 4, 1]), EpisodeRecord(3, 0, 0, [])):
+        assert record_line(record) == json.dumps(asdict(record), separators=(",", ":")) + "\n"
+        assert EpisodeRecord(**json.loads(record_line(record))) == record

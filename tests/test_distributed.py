@@ -29,16 +29,17 @@ _spec.loader.exec_module(otam)
 
 
 class FaultyOTAM(otam.OTAMHead):
-    \"\"\"OTAM; on rank 1 it raises at the FSAR_TEST_FAIL_AT-th logits call.\"\"\"
+    \"\"\"OTAM; on rank 1 it raises at the FSAR_TEST_FAIL_AT-th ``reduce_pairs`` call (one per episode batch:
+    OTAM is pairwise, so evaluation scores distinct pairs, then reduces each batch's pair scores).\"\"\"
 
     calls = 0
 
-    def logits(self, support, query):
+    def reduce_pairs(self, scores):
         FaultyOTAM.calls += 1
         fail_at = int(os.environ.get("FSAR_TEST_FAIL_AT", "0"))
         if fail_at and os.environ.get("RANK") == "1" and FaultyOTAM.calls >= fail_at:
             raise RuntimeError("injected failure on rank 1")
-        return super().logits(support, query)
+        return super().reduce_pairs(scores)
 
 
 CARDS = (MethodCard(name="faulty-otam", head=FaultyOTAM, summary="test plugin",

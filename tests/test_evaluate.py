@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from fsar_bench.api import FewShotHead, HeadConfig, index_reps
+from fsar_bench.api import FewShotHead, HeadConfig, PairwiseHead, index_reps
 from fsar_bench.episodes import EpisodeSet, Protocol
-from fsar_bench.evaluate import _PeakMemory, choose_episode_batch, episode_bytes, score_episodes, score_sharded
+from fsar_bench.evaluate import choose_episode_batch, episode_bytes, score_episodes, score_sharded
+from fsar_bench.pairs import PairScoreTable
+from fsar_bench.peak_memory import PeakMemory
 from fsar_bench.registry import discover_methods
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -97,7 +99,7 @@ def test_batch_size_follows_the_memory_budget() -> None:
 
 def test_peak_memory_tracks_live_tensors() -> None:
     base = torch.ones(1000)
-    with torch.inference_mode(), _PeakMemory() as tracker:
+    with torch.inference_mode(), PeakMemory() as tracker:
         for _ in range(5):
             a = base * 2  # 4 kB, freed at the next iteration
             b = a + 1
@@ -105,3 +107,40 @@ def test_peak_memory_tracks_live_tensors() -> None:
         kept = base * 3
     assert 8000 <= tracker.peak <= 12000 and tracker.current >= 4000
     del kept
+
+
+PAIRWISE = [name for name in METHODS if issubclass(REGISTRY.get(name).card.head, PairwiseHead)]
+
+
+@pytest.mark.parametrize("name", PAIRWISE)
+@pytest.mark.parametrize(("workers", "budget"), [(1, None), (3, None), (2, 4096)])
+def test_distinct_pairs_give_the_logits_bits(name: str, workers: int, budget: int | None) -> None:
+    """Each distinct pair scored once (memo, or per-batch de-duplication under a tiny budget), in threads:
+    logits bit-identical to ``head.logits`` one episode at a time, and no pair scored twice."""
+    head = _head(name)
+    reps = _encoded(head)
+    episodes = _episodes(30, 3)
+    support, query = torch.from_numpy(episodes.support).long(), torch.from_numpy(episodes.query).long()
+    with torch.inference_mode():
+        alone = torch.cat([head.logits(index_reps(reps, support[e:e + 1]), index_reps(reps, query[e:e + 1]))
+                           for e in range(len(episodes))])
+    pairs = PairScoreTable(head, reps, torch.device("cpu"), workers=workers, budget=budget)
+    batched = torch.cat([pairs.logits(episodes.query[e:e + 7], episodes.support[e:e + 7]) for e in range(0, 30, 7)])
+    assert torch.equal(batched, alone), f"max diff {(batched - alone).abs().max()}"
+    flat = episodes.query[:, :, None, None].astype(np.int64) * VIDEOS + episodes.support[:, None]
+    if budget is None:
+        assert pairs.use_memo and pairs.computed == len(np.unique(flat))
+        again = pairs.logits(episodes.query, episodes.support)  # everything memoised: nothing scored
+        assert torch.equal(again, alone) and pairs.computed == len(np.unique(flat))
+    else:
+        assert not pairs.use_memo and pairs.chunk < 30
+
+
+def test_otam_is_scored_pairwise_with_fewer_pairs_than_episodes_hold() -> None:
+    head = _head("otam")
+    reps = _encoded(head)
+    episodes = _episodes(200, 5)
+    pairs = PairScoreTable(head, reps, torch.device("cpu"))
+    pairs.logits(episodes.query, episodes.support)
+    assert isinstance(head, PairwiseHead)
+    assert pairs.computed <= VIDEOS * VIDEOS < episodes.query.size * WAY * 5

@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from fsar_bench.evaluate import episode_bytes, choose_episode_batch, score_episodes, scoring_workers
+from fsar_bench.api import PairwiseHead
+from fsar_bench.evaluate import choose_episode_batch, episode_bytes, score_episodes, scoring_workers
+from fsar_bench.pairs import PairScoreTable, pair_bytes
 from tests.benchmarks._common import (
     FRAMES, FULL, WAY, build_head, matmul_gflops, peak_rss_reset, random_encodings, random_episodes, report, rss_kib,
 )
@@ -30,16 +32,23 @@ pytestmark = pytest.mark.benchmark_quick
 
 
 def _score_all(head, reps, episodes) -> tuple[float, int, int, np.ndarray]:
-    """(seconds, batch, scratch bytes per episode, predictions) for every episode, as the evaluator scores them."""
+    """(seconds, batch, scratch bytes per batch, predictions) for every episode, as the evaluator scores them.
+
+    A pairwise head's scratch is that of one pair chunk (its episodes only gather pair scores)."""
     device = torch.device("cpu")
     ids = np.arange(len(episodes))
     row_of = np.arange(reps_rows(reps))
     workers = scoring_workers(device)
-    _, per_episode = episode_bytes(head, reps, row_of, episodes, ids, device)
     batch = choose_episode_batch(head, reps, row_of, episodes, ids, device, workers=workers)
+    if isinstance(head, PairwiseHead):
+        pairs = PairScoreTable(head, reps, device, workers)
+        fixed, per_pair = pair_bytes(head, reps, device)
+        scratch = fixed + pairs.chunk * per_pair
+    else:
+        scratch = batch * episode_bytes(head, reps, row_of, episodes, ids, device)[1]
     start = time.perf_counter()
     predictions = np.concatenate([p for _, p in score_episodes(head, reps, row_of, episodes, ids, batch, device, workers)])
-    return time.perf_counter() - start, batch, per_episode, predictions
+    return time.perf_counter() - start, batch, scratch, predictions
 
 
 def reps_rows(reps) -> int:
@@ -54,13 +63,13 @@ def test_head_only_episodes_per_second(benchmark, capsys, method: str, shot: int
     episodes = random_episodes(EPISODES, shot, VIDEOS)
     peak_rss_reset()
     before = rss_kib()
-    seconds, batch, per_episode, predictions = benchmark.pedantic(lambda: _score_all(head, reps, episodes),
-                                                                  rounds=1, iterations=1)
+    seconds, batch, scratch, predictions = benchmark.pedantic(lambda: _score_all(head, reps, episodes),
+                                                              rounds=1, iterations=1)
     peak_mib = (rss_kib("VmHWM") - before) / 1024
     rate = EPISODES / seconds
-    benchmark.extra_info.update(episodes_per_second=rate, batch=batch, scratch_mib_per_episode=per_episode / 2**20)
+    benchmark.extra_info.update(episodes_per_second=rate, batch=batch, scratch_mib_per_batch=scratch / 2**20)
     report(capsys, f"head-only {method} {shot}-shot", d=DIM, episodes=EPISODES, seconds=seconds, episodes_per_s=rate,
-           projected_10k_s=10_000 / rate, batch=batch, scratch_mib_per_batch=batch * per_episode / 2**20,
+           projected_10k_s=10_000 / rate, batch=batch, scratch_mib_per_batch=scratch / 2**20,
            peak_rss_growth_mib=peak_mib)
     assert predictions.shape == (EPISODES, WAY) and predictions.min() >= 0 and predictions.max() < WAY
     if FULL and shot == 5 and method != "trx":
@@ -98,13 +107,17 @@ def test_trx_share_of_matmul_throughput(benchmark, capsys) -> None:
 
 
 def test_otam_10k_episodes_on_cached_encodings(benchmark, capsys) -> None:
-    """Issue 2: 10,000 OTAM 5-shot episodes on cached encodings (quick mode: fewer, smaller)."""
+    """Issue 2: 10,000 OTAM 5-shot episodes on cached encodings (quick mode: fewer, smaller), over as many
+    videos as a real test split (2,500): there nearly every query/support pair of the 1.25 million is distinct,
+    so scoring each distinct pair once saves little and the target holds on pair throughput alone."""
     head = build_head("otam", DIM)
-    reps = random_encodings(head, VIDEOS, DIM)
+    videos = 2500 if FULL else VIDEOS
+    reps = random_encodings(head, videos, DIM)
     count = 10_000 if FULL else 1000
-    episodes = random_episodes(count, 5, VIDEOS, seed=3)
+    episodes = random_episodes(count, 5, videos, seed=3)
+    pairs = len(np.unique(episodes.query[:, :, None, None].astype(np.int64) * videos + episodes.support[:, None]))
     seconds, batch, _, _ = benchmark.pedantic(lambda: _score_all(head, reps, episodes), rounds=1, iterations=1)
-    report(capsys, "OTAM 5-shot on cached encodings", d=DIM, episodes=count, seconds=seconds,
-           episodes_per_s=count / seconds, batch=batch)
+    report(capsys, "OTAM 5-shot on cached encodings", d=DIM, videos=videos, episodes=count, distinct_pairs=pairs,
+           seconds=seconds, episodes_per_s=count / seconds, pairs_per_s=pairs / seconds, batch=batch)
     if FULL:
         assert seconds < TARGET_SECONDS
