@@ -105,6 +105,7 @@ def test_two_processes_match_one_and_a_dying_rank_resumes(tmp_path, synthetic_ca
     resumed = _torchrun(config, *args)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert resumed.stderr.count("episodes to score") == 1, "rank 0 alone logs"
+    assert resumed.stderr.count("over 18 episodes") == 1, "rank 0 alone prints the result line"
     assert f"resuming: {recorded} already recorded" in resumed.stderr
     records = _records(results)
     assert sorted(r["episode"] for r in records) == list(range(18)), "every episode exactly once"

@@ -244,6 +244,30 @@ def test_training_seeds_aggregate_and_untrained_runs_are_their_own_row(tmp_path)
     assert ours_only.tables[0].row("tsn").published is None  # e.g. finegym: defined by us, not comparable
 
 
+def test_a_rerun_of_the_same_training_seed_supersedes_the_older_run(tmp_path):
+    """Retrained after a code change (a new checkpoint, same seed): the newest run is the row, not a 2nd seed."""
+    import shutil
+
+    from fsar_bench.report.cells import status_lines
+
+    results = tmp_path / "results"
+    correct = simulate_correct(200, {"old": 5.0, "new": 0.0}, np.random.default_rng(4))
+    old = write_run(results, "otam", "synthetic", 5, correct["old"])
+    new = old.parent / (old.name[:-4] + "beef")
+    shutil.copytree(old, new)
+    stamps = json.loads((new / "stamps.json").read_text())
+    stamps.update(checkpoint_sha256="beef" * 16, started_at="2026-02-01T00:00:00+00:00")
+    (new / "stamps.json").write_text(json.dumps(stamps))
+    (new / "records.jsonl").write_text("".join(json.dumps({"episode": e, "correct": int(c), "queries": QUERIES,
+                                                           "predictions": [0] * QUERIES}) + "\n"
+                                               for e, c in enumerate(correct["new"])))
+    report = build_report(load_results(results, STANDARD), n_bootstrap=10)
+    otam = report.tables[0].row("otam")
+    assert otam.n_seeds == 1 and otam.runs[0].run_id == new.name
+    assert otam.cell.mean == pytest.approx(100.0 * correct["new"].mean() / QUERIES)
+    assert any(old.name in line and "older run" in line for line in status_lines(report))
+
+
 def test_variants_of_one_method_get_distinct_labels(tmp_path):
     results = tmp_path / "results"
     correct = simulate_correct(200, {"a": 0.0, "b": 3.0}, np.random.default_rng(4))

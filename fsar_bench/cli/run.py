@@ -10,6 +10,7 @@ Usage::
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -60,17 +61,20 @@ def _evaluate(ctx: typer.Context, method: str, dataset: str, shots: str, cli: di
         raise UsageError("--checkpoint and --no-train exclude each other")
     config = config_from(ctx, cli)
     standard = config_from(ctx, {**cli, "protocol.episodes": None}).protocol["episodes"]
+    main_process = os.environ.get("RANK", "0") == "0"
     run_ids = []
     for shot in shot_list:
         request = RunRequest(method, dataset, shot, checkpoint, no_train, retrain, data or _data_options(None, False, False))
         summary = run_method(config, request, standard,
                              log=lambda message: stderr.print(message))
-        stderr.print(f"{method} {dataset} {shot}-shot: {summary['accuracy']:.2f} ± {summary['ci95']:.2f} "
-                     f"over {summary['episodes']} episodes (protocol {summary['protocol_fingerprint'][:8]}, "
-                     f"episodes {summary['episode_fingerprint'][:12]})")
+        if main_process:
+            stderr.print(f"{method} {dataset} {shot}-shot: {summary['accuracy']:.2f} ± {summary['ci95']:.2f} "
+                         f"over {summary['episodes']} episodes (protocol {summary['protocol_fingerprint'][:8]}, "
+                         f"episodes {summary['episode_fingerprint'][:12]})")
         run_ids.append(summary["run_id"])
-    table = collect_runs(config.path("results"), config.protocol)
-    stdout.print(format_table(table[table["run"].isin(run_ids)], "table"))
+    if main_process:  # under torchrun, rank 0 alone reports (every rank holds the same summary)
+        table = collect_runs(config.path("results"), config.protocol)
+        stdout.print(format_table(table[table["run"].isin(run_ids)], "table"))
 
 
 def register(app: typer.Typer) -> None:

@@ -78,7 +78,33 @@ def select_runs(loaded: LoadedResults, include_smoke: bool = False, protocols: S
     not_shown = tuple(
         NotShown(status, protocol, count, detail, "--include-smoke" if status == "smoke" else f"--protocol {protocol}")
         for (status, protocol), (count, detail) in sorted(left_out.items()))
-    return Selection(tuple(shown), tuple(incomplete), not_shown)
+    shown, superseded = _newest_per_seed(shown)
+    return Selection(tuple(shown), tuple(incomplete), not_shown + superseded)
+
+
+def _newest_per_seed(runs: list[RunData]) -> tuple[list[RunData], tuple[NotShown, ...]]:
+    """One run per (episode set, method variant, training seed): the newest (``started_at``). Older ones, e.g.
+    scored before a code change and trained again since, are left out and listed, so that a re-run is never
+    counted as a second training seed."""
+    newest: dict[tuple, RunData] = {}
+    for run in runs:
+        key = (run.dataset, run.shot, run.protocol_fingerprint, run.episode_fingerprint, run.method,
+               _variant_key(run), run.train_seed)
+        current = newest.get(key)
+        if current is None or _started(run) > _started(current):
+            newest[key] = run
+    kept = {id(run) for run in newest.values()}
+    older = [run for run in runs if id(run) not in kept]
+    notes = tuple(
+        NotShown("superseded", run.protocol_fingerprint[:8], 1,
+                 f"{run.run_id}: an older run of {run.method} {run.dataset} {run.shot}-shot, training seed "
+                 f"{run.train_seed}; the newest run of that seed is shown", "")
+        for run in sorted(older, key=lambda r: r.run_id))
+    return [run for run in runs if id(run) in kept], notes
+
+
+def _started(run: RunData) -> tuple[str, str]:
+    return str(run.stamps.get("started_at") or ""), run.run_id
 
 
 def build_report(loaded: LoadedResults, *, baseline: str | None = None, published: Published | None = None,

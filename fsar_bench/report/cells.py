@@ -125,6 +125,9 @@ def status_lines(report: Report) -> list[str]:
         what = " ".join(str(x) for x in (run.method, run.dataset, f"{run.shot}-shot" if run.shot else None) if x)
         lines.append(f"incomplete: {run.run_id} ({what or 'unknown run'}): {run.detail}; not a result")
     for hidden in report.not_shown:
+        if hidden.status == "superseded":
+            lines.append(f"not shown: {hidden.detail} (move it out of results/runs/ to drop this line)")
+            continue
         lines.append(f"not shown: {hidden.runs} {hidden.status} run(s) of protocol {hidden.protocol} ({hidden.detail}); "
                      f"add {hidden.option}")
     for skipped in report.skipped:

@@ -132,7 +132,7 @@ class IncompleteRun:
 class NotShown:
     """Finished runs left out of the report, and the option that shows them."""
 
-    status: str  # "smoke" or "other-protocol"
+    status: str  # "smoke", "other-protocol" or "superseded" (an older run of the same training seed)
     protocol: str  # short protocol fingerprint
     runs: int
     detail: str
