@@ -31,9 +31,10 @@ from fsar_bench.episodes import EpisodeSet
 from fsar_bench.peak_memory import PeakMemory, memory_budget
 
 CHUNK_SCRATCH_BYTES = 16 << 20
-"""Scratch per pair chunk, at most: larger chunks run slower on CPU (measured: OTAM at d=128 scores 380k
-pairs/s per thread at 16 MiB, 250k at 24 MiB and above; at d=2048 41k against 14k), as the working set
-leaves the caches and allocations above glibc's 32 MiB mmap ceiling take fresh pages every time."""
+"""Scratch per pair chunk on CPU, at most (on GPU the budget alone). Larger chunks run slower on CPU:
+OTAM at d=128 scores 380k pairs/s per thread at 16 MiB and 250k at 24 MiB and above; at d=2048, 41k
+against 14k. The working set leaves the caches, and allocations above glibc's 32 MiB mmap ceiling take
+fresh pages every time."""
 
 
 def pair_bytes(head: PairwiseHead, table: Reps, device: torch.device) -> tuple[int, int]:
@@ -70,7 +71,10 @@ class PairScoreTable:
         self.workers = max(1, workers) if device.type == "cpu" else 1
         budget = memory_budget(device) if budget is None else budget
         fixed, per_pair = pair_bytes(head, table, device)
-        self.chunk = int(max(1, (min(budget // self.workers, CHUNK_SCRATCH_BYTES) - fixed) // per_pair))
+        per_chunk = budget // self.workers
+        if device.type == "cpu":
+            per_chunk = min(per_chunk, CHUNK_SCRATCH_BYTES)
+        self.chunk = int(max(1, (per_chunk - fixed) // per_pair))
         self.memo_budget = budget
         self.memo: Tensor | None = None
         self.known: np.ndarray | None = None
