@@ -139,7 +139,7 @@ class Recipe:
 
     ``lr_steps`` are iteration counts at which the lr is multiplied by ``lr_decay`` (or, when
     ``lr_factors`` is given, by ``lr_factors[i]`` at ``lr_steps[i]``); ``warmup`` iterations ramp it
-    linearly from 0. ``loss_weights`` and ``head_options`` are passed to the head as options.
+    linearly from ``warmup_start_lr`` (the reference configs' WARMUP_START_LR; default 0). ``loss_weights`` and ``head_options`` are passed to the head as options.
     ``train_queries_by_shot`` overrides ``train_queries_per_class`` per shot.
     ``val_every``/``val_episodes`` control checkpoint selection on the val split.
     """
@@ -152,6 +152,7 @@ class Recipe:
     weight_decay: float = 0.0
     momentum: float = 0.9
     warmup: int = 0
+    warmup_start_lr: float = 0.0
     lr_steps: tuple[int, ...] = ()
     lr_decay: float = 0.1
     lr_factors: tuple[float, ...] = ()

@@ -97,6 +97,11 @@ def build_model(config: Config, entry: MethodEntry, benchmark: Benchmark, device
     return model.to(device)
 
 
+RECIPE_FIELDS_SINCE_V2 = {"warmup_start_lr": 0.0}
+"""Recipe fields added after checkpoints were first keyed, with their defaults: left out of the digest while at
+the default, so that existing checkpoints keep their paths."""
+
+
 def default_checkpoint_path(config: Config, model: FSARModel, dataset: str, shot: int) -> Path:
     """``results/checkpoints/<method>__<dataset>__<K>shot__<backbone>__T<T>__seed<S>__r<recipe>/best.pt``.
 
@@ -105,7 +110,9 @@ def default_checkpoint_path(config: Config, model: FSARModel, dataset: str, shot
     """
     spec = model.spec
     recipe = method_recipe(config, get_method(config, spec["method"]), dataset)
-    recipe_digest = hashlib.sha256(json.dumps([asdict(recipe), spec], sort_keys=True, default=str).encode()).hexdigest()[:8]
+    fields = {key: value for key, value in asdict(recipe).items()
+              if not (key in RECIPE_FIELDS_SINCE_V2 and value == RECIPE_FIELDS_SINCE_V2[key])}
+    recipe_digest = hashlib.sha256(json.dumps([fields, spec], sort_keys=True, default=str).encode()).hexdigest()[:8]
     name = (f"{spec['method']}__{dataset}__{shot}shot__{spec['backbone']}__T{spec['frames']}"
             f"__seed{config.run['train_seed']}__r{recipe_digest}")
     return config.path("results") / "checkpoints" / name / "best.pt"

@@ -75,11 +75,13 @@ class TrainClipSource:
 
 
 def learning_rate(recipe: Recipe, step: int, steps_per_iteration: float) -> float:
-    """lr at optimizer step ``step``: linear warm-up, then x lr_decay at each of ``lr_steps`` (in iterations)."""
+    """lr at optimizer step ``step``: linear warm-up from ``warmup_start_lr``, then x lr_decay at each of
+    ``lr_steps`` (in iterations)."""
     iteration = step * steps_per_iteration
     lr = recipe.lr * recipe.lr_multiplier(iteration)
     if recipe.warmup and iteration < recipe.warmup:
-        lr *= (iteration + 1) / recipe.warmup
+        start = recipe.warmup_start_lr
+        lr = start + (lr - start) * (iteration + 1) / recipe.warmup if start else lr * (iteration + 1) / recipe.warmup
     return lr
 
 

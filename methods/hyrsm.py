@@ -292,6 +292,7 @@ def _reference_recipe(
     relative_lrs: tuple[float, ...],
     classification_weight: float,
     weight_decay: float,
+    warmup_start_lr: float,
     val_every: int,
     iterations_per_step: int = 4,
     head_options: dict[str, float] | None = None,
@@ -314,6 +315,7 @@ def _reference_recipe(
         train_queries_by_shot=dict(HYRSM_TRAIN_QUERIES_BY_SHOT),
         weight_decay=weight_decay,
         warmup=steps_iter * scale,
+        warmup_start_lr=warmup_start_lr,
         lr_steps=tuple(steps[index] * steps_iter * scale for index in in_run),
         lr_factors=tuple(round(relative_lrs[index] / relative_lrs[index - 1], 12) for index in in_run),
         loss_weights={"classification_weight": classification_weight},
@@ -327,30 +329,30 @@ def _reference_recipe(
 HYRSM_RECIPES = {
     "ssv2-full": _reference_recipe(
         lr=1e-4, iterations=40_000, steps_iter=3000, steps=(0, 6, 9), relative_lrs=(1, 0.1, 0.01),
-        classification_weight=0.6, weight_decay=5e-5, val_every=1000,
+        classification_weight=0.6, weight_decay=5e-5, warmup_start_lr=2e-5, val_every=1000,
         notes="HyRSM_SSv2_Full_1shot_v1.yaml: lr x0.1 at 18k and 27k reference iterations",
     ),
     "ssv2-small": _reference_recipe(
         lr=1e-4, iterations=20_000, steps_iter=1500, steps=(0, 4, 8), relative_lrs=(1, 0.1, 0.01),
-        classification_weight=0.15, weight_decay=5e-5, val_every=1000,
+        classification_weight=0.15, weight_decay=5e-5, warmup_start_lr=2e-5, val_every=1000,
         notes="HyRSM_SSv2_Small_1shot_v1.yaml: lr x0.1 at 6k and 12k reference iterations",
     ),
     "kinetics100": _reference_recipe(
         lr=2.2e-5, iterations=1200, steps_iter=100, steps=(0, 4, 6, 9), relative_lrs=(1, 0.5, 0.1, 0.05),
-        classification_weight=0.4, weight_decay=5e-4, val_every=50,
+        classification_weight=0.4, weight_decay=5e-4, warmup_start_lr=5e-6, val_every=50,
         head_options={"position_a": 2048.0, "position_b": 0.01},
         notes="HyRSM_K100_1shot_v1.yaml: LRS 1/0.5/0.1/0.05 at 400/600/900 reference iterations; POSITION_A=2048, "
         "POSITION_B=0.01",
     ),
     "ucf101": _reference_recipe(
         lr=5e-5, iterations=2500, steps_iter=700, steps=(0, 3, 5, 7), relative_lrs=(1, 0.5, 0.1, 0.01),
-        classification_weight=0.15, weight_decay=5e-4, val_every=100,
+        classification_weight=0.15, weight_decay=5e-4, warmup_start_lr=1e-5, val_every=100,
         notes="HyRSM_UCF101_1shot_v1.yaml: LRS 1/0.5/0.1/0.01 at 2100/3500/4900; only the first falls in the "
         "2500-iteration run",
     ),
     "hmdb51": _reference_recipe(
         lr=5e-5, iterations=2000, steps_iter=300, steps=(0, 2, 3, 7), relative_lrs=(1, 0.5, 0.1, 0.01),
-        classification_weight=0.15, weight_decay=5e-4, val_every=50, iterations_per_step=2,
+        classification_weight=0.15, weight_decay=5e-4, warmup_start_lr=1e-5, val_every=50, iterations_per_step=2,
         notes="HyRSM_HMDB51_1shot_v1.yaml: LRS 1/0.5/0.1/0.01 at 600/900/2100 (the last after the run); "
         "BATCH_SIZE_PER_TASK 2, so the optimizer steps every 8 episodes",
     ),
@@ -369,9 +371,9 @@ Recipes: the released HyRSM configs (alibaba-mmai-research/HyRSM@f5743b6, config
 HyRSM_*_1shot_v1.yaml; the 2-5-shot files differ only in SHOT, QUERY_PER_CLASS and the head class). Counts are
 episodes: one reference iteration is 4 episodes (4 GPUs, one episode each); the optimizer steps every
 BATCH_SIZE_PER_TASK iterations (4: 16 episodes; HMDB51 2: 8 episodes). Adam; lr x LRS[i] from STEPS[i]·STEPS_ITER
-on, as per-step factors (Recipe.lr_factors); warm-up is one STEPS_ITER, linear from 0 (the reference starts at
-WARMUP_START_LR, about lr/5). Training queries per class by shot 7/6/5/4/3 (Recipe.train_queries_by_shot, from
-the configs' QUERY_PER_CLASS). Kinetics: positional encoding A=2048, B=0.01 (Recipe.head_options).
+on, as per-step factors (Recipe.lr_factors); warm-up is one STEPS_ITER, linear from the config's
+WARMUP_START_LR (Recipe.warmup_start_lr: 2e-5 SSv2, 5e-6 Kinetics, 1e-5 UCF101/HMDB51). Training queries per
+class by shot 7/6/5/4/3 (Recipe.train_queries_by_shot, from the configs' QUERY_PER_CLASS). Kinetics: positional encoding A=2048, B=0.01 (Recipe.head_options).
 Reference quirks, documented and not copied (we implement what the configs say):
 - lr timing: the reference's schedule epoch is cur_iter//STEPS_ITER + cur_iter/STEPS_ITER (about twice the
   nominal epoch), so its warm-up ends after half a STEPS_ITER and each decay fires at about half its nominal

@@ -292,8 +292,8 @@ def _recipe(
 ) -> Recipe:
     """METHODS.md's (lr, reference iterations, λ_cls/λ_rec/λ_con) -> Recipe counted in episodes.
 
-    The released MoLo schedules were not available to us: warm-up is one interval of a tenth of the run and
-    the lr drops ×0.1 after 6 and 9 intervals (the shape of HyRSM's SSv2 configs).
+    The released MoLo schedules were not available to us: warm-up is one interval of a tenth of the run,
+    from lr/5, and the lr drops ×0.1 after 6 and 9 intervals (the shape of HyRSM's SSv2 configs).
     """
     episodes = iterations * EPISODES_PER_REFERENCE_ITERATION
     interval = episodes // 10
@@ -306,6 +306,7 @@ def _recipe(
         train_queries_per_class=6,
         weight_decay=1e-3,
         warmup=interval,
+        warmup_start_lr=lr / 5,
         lr_steps=(6 * interval, 9 * interval),
         lr_factors=(0.1, 0.1),
         loss_weights={
@@ -343,8 +344,8 @@ Recipes: lr, iterations and loss weights (λ_cls/λ_rec/λ_con) from METHODS.md 
 episodes (one reference iteration = 4 episodes on 4 GPUs; optimizer step every 4 iterations = 16 episodes);
 6 training queries per class at every shot; Adam with weight decay 1e-3 (the value the reference's optimizer
 gets from a base config, METHODS.md; MoLo's per-dataset SOLVER.WEIGHT_DECAY was not available to us). The
-released warm-up/decay points were not available either: we use one tenth of the run for warm-up and ×0.1 decays
-at 60% and 90% (assumed, the shape of HyRSM's SSv2 configs). Kinetics: positional encoding A=2048, B=0.02
+released warm-up/decay points were not available either: we use one tenth of the run for warm-up, from lr/5, and
+×0.1 decays at 60% and 90% (assumed, the shape of HyRSM's SSv2 configs). Kinetics: positional encoding A=2048, B=0.02
 (Recipe.head_options).
 Reference quirks, documented and not copied:
 - lr timing: its schedule epoch is cur_iter//STEPS_ITER + cur_iter/STEPS_ITER, so warm-up and decays fire at

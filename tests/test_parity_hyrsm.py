@@ -219,3 +219,17 @@ def test_recipes_follow_the_released_configs() -> None:
     for name in ("ssv2-full", "ssv2-small", "kinetics100", "ucf101", "hmdb51", "synthetic"):
         assert [recipes[name].train_queries(shot) for shot in range(1, 6)] == [7, 6, 5, 4, 3]
     assert recipes["ssv2-full"].weight_decay == 5e-5 and recipes["ucf101"].weight_decay == 5e-4
+    starts = {name: recipes[name].warmup_start_lr for name in ("ssv2-full", "ssv2-small", "kinetics100", "ucf101", "hmdb51")}
+    assert starts == {"ssv2-full": 2e-5, "ssv2-small": 2e-5, "kinetics100": 5e-6, "ucf101": 1e-5, "hmdb51": 1e-5}
+
+
+def test_warm_up_ramps_linearly_from_the_configs_start_lr() -> None:
+    from fsar_bench.train import learning_rate
+
+    ucf = hyrsm.HYRSM_RECIPES["ucf101"]  # warm-up 2,800 episodes from 1e-5 to 5e-5, 16 episodes per step
+    per_step = ucf.episodes_per_step
+    assert math.isclose(learning_rate(ucf, 0, per_step), 1e-5 + 4e-5 / ucf.warmup)
+    assert math.isclose(learning_rate(ucf, 87, per_step), 1e-5 + 4e-5 * (87 * 16 + 1) / ucf.warmup)
+    assert learning_rate(ucf, ucf.warmup // per_step + 1, per_step) == 5e-5
+    synthetic = hyrsm.HYRSM_RECIPES["synthetic"]
+    assert synthetic.warmup == 0 and learning_rate(synthetic, 0, 1) == synthetic.lr
