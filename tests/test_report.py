@@ -95,6 +95,9 @@ def test_classify_protocol_without_configured_protocol_uses_the_stamped_standard
     assert classify_protocol({**stamps, "standard_episodes": 100}, {"episodes": 50})[0] == "other-protocol"
     missing = {"protocol": {"episodes": 100, "seed": 0, "missing_videos": ["a.mp4", "b.mp4"]}, "standard_episodes": 100}
     assert classify_protocol(missing, None) == ("other-protocol", "allow-missing: 2 test videos left out")
+    trusted = {**stamps, "standard_episodes": 100, "split_files": [
+        {"file": "/s/testlist.txt", "status": "MISMATCH (trusted)"}, {"file": "/s/trainlist.txt", "status": "verified"}]}
+    assert classify_protocol(trusted, None) == ("other-protocol", "trust-splits: testlist.txt differs from the published split")
 
 
 def test_collect_runs_keeps_one_row_per_run_for_the_run_command(tmp_path):

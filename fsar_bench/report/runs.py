@@ -7,7 +7,8 @@ A run folder is ``results/runs/<run_id>/{stamps.json, records.jsonl, summary.jso
   episodes. Listed as incomplete, never used as a result.
 - ``smoke``: finished, but its protocol has fewer episodes than the standard one.
 - ``other-protocol``: finished, from a protocol other than the configured one (way, queries, frames,
-  seed or episodes differ, or test videos were left out with ``--allow-missing``).
+  seed or episodes differ, test videos were left out with ``--allow-missing``, or split files that differ
+  from the published ones were accepted with ``--trust-splits``).
 - ``complete``: finished, standard protocol.
 
 A folder whose stamps or records cannot be read is skipped and named in ``LoadedResults.skipped``.
@@ -124,6 +125,11 @@ def classify_protocol(stamps: Mapping[str, Any], expected: Mapping[str, Any] | N
     standard = int(stamps.get("standard_episodes") or episodes)
     if protocol.get("missing_videos"):  # `--allow-missing`: a separate, named protocol
         return "other-protocol", f"allow-missing: {len(protocol['missing_videos'])} test videos left out"
+    changed = [Path(str(check.get("file", "?"))).name for check in stamps.get("split_files") or []
+               if str(check.get("status", "")).startswith("MISMATCH")]
+    if changed:  # `--trust-splits`: not the published split
+        verb = "differs" if len(changed) == 1 else "differ"
+        return "other-protocol", f"trust-splits: {', '.join(changed)} {verb} from the published split"
     if expected is not None:
         differing = [key for key in PROTOCOL_KEYS if key in expected and protocol.get(key) != expected[key]]
         if differing:
