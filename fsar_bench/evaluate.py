@@ -25,7 +25,6 @@ Usage::
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
