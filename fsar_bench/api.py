@@ -62,7 +62,7 @@ def cat_reps(parts: list[Reps]) -> Reps:
 
 def reps_num_videos(reps: Reps) -> int:
     """Length of the leading axis."""
-    return (reps if isinstance(reps, Tensor) else next(iter(reps.values()))).shape[0]
+    return _first_tensor(reps).shape[0]
 
 
 def support_to_episode(reps: Reps, way: int, shot: int) -> Reps:

@@ -144,6 +144,11 @@ def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
+def is_main_process() -> bool:
+    """Rank 0 under torchrun, or a single process (from the environment; no process group needed)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def from_environment(device_name: str = "auto") -> tuple[Distributed, torch.device]:
     """(this process's Distributed, its device). Joins the torchrun group once per process.
 

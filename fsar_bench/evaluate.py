@@ -35,14 +35,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fsar_bench.api import FewShotHead, PairwiseHead, Reps, index_reps, map_reps
+from fsar_bench.api import FewShotHead, PairwiseHead, Reps, cat_reps, index_reps, map_reps
 from fsar_bench.cache import EncodingCache, entry_key
 from fsar_bench.distributed import SINGLE, Distributed
 from fsar_bench.episodes import EpisodeSet
 from fsar_bench.loading import iterate_clip_batches
 from fsar_bench.model import FSARModel
 from fsar_bench.pairs import score_pairwise
-from fsar_bench.peak_memory import PeakMemory, memory_budget
+from fsar_bench.peak_memory import linear_peak_bytes, memory_budget
 
 ProgressFn = Callable[[int], None]
 MAX_EPISODE_BATCH = 4096
@@ -152,7 +152,7 @@ def encode_unique(
     finally:
         model.train(was_training)
     if dist.active and todo:
-        local = _concat(encoded_parts) if encoded_parts else None
+        local = cat_reps(encoded_parts) if encoded_parts else None
         for rank, rows in enumerate(dist.all_gather_rows(local)):
             if rows is not None:
                 positions = [p for chunk in chunks[rank::dist.world_size] for p in chunk]
@@ -162,12 +162,6 @@ def encode_unique(
     if table.data is None:
         raise ValueError("encode_unique: no video to encode")
     return EncodeResult(table.data, from_cache, len(todo), time.time() - started)
-
-
-def _concat(parts: list[Reps]) -> Reps:
-    if isinstance(parts[0], torch.Tensor):
-        return torch.cat(parts)  # type: ignore[arg-type]
-    return {key: torch.cat([part[key] for part in parts]) for key in parts[0]}  # type: ignore[index]
 
 
 # --------------------------------------------------------------------------- batch size
@@ -188,23 +182,11 @@ def episode_bytes(head: FewShotHead, reps: Reps, row_of: np.ndarray, episodes: E
     was_training = head.training
     head.eval()
     table = map_reps(reps, lambda t: t.to(device))
-    counts = (1, 3) if len(ids) >= 3 else (1,)
-    peaks = []
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny probes: one thread avoids waiting on the OpenMP pool
     try:
-        for count in counts:
-            with PeakMemory() as tracker:
-                _score_batch(head, table, row_of, episodes, ids[:count], device)
-            peaks.append(tracker.peak)
+        return linear_peak_bytes(lambda count: _score_batch(head, table, row_of, episodes, ids[:count], device),
+                                 available=len(ids))
     finally:
-        torch.set_num_threads(threads)
         head.train(was_training)
-    if len(peaks) == 1:
-        return 0, max(1, peaks[0])
-    per_episode = max(1, (peaks[1] - peaks[0]) // 2)
-    return max(0, peaks[0] - per_episode), per_episode
-
 
 def choose_episode_batch(head: FewShotHead, reps: Reps, row_of: np.ndarray, episodes: EpisodeSet, ids: np.ndarray,
                          device: torch.device, budget: int | None = None, workers: int = 1) -> int:

@@ -7,10 +7,10 @@ the episodes.
 
 Usage::
 
-    for indices, clips in iterate_clips(paths, frames=8, workers=2):
-        ...   # indices: list[int] into paths; clips: list of uint8 tensors [T, H, W, 3]
     for batch in iterate_clip_batches(paths, frames=8, workers=2):
-        batch.indices, batch.clips, batch.frame_indices   # frame_indices: list[list[int]]
+        batch.indices        # list[int] into paths
+        batch.clips          # list of uint8 tensors [T, H, W, 3]
+        batch.frame_indices  # list[list[int]]: the frames read
 """
 
 from __future__ import annotations
@@ -106,16 +106,3 @@ def iterate_clip_batches(
             batch.clips.append(clip)
             batch.frame_indices.append(picked)
         yield batch
-
-
-def iterate_clips(
-    paths: list[Path],
-    frames: int,
-    workers: int = 2,
-    batch_size: int = 16,
-    seeds: list[list[int]] | None = None,
-    backend: str | None = None,
-) -> Iterator[tuple[list[int], list[torch.Tensor]]]:
-    """Decode clips in order, ``batch_size`` at a time; raise VideoError on the first bad video."""
-    for batch in iterate_clip_batches(paths, frames, workers, batch_size, seeds, backend):
-        yield batch.indices, batch.clips

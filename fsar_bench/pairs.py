@@ -28,7 +28,7 @@ from torch import Tensor
 
 from fsar_bench.api import PairwiseHead, Reps, index_reps, reps_num_videos
 from fsar_bench.episodes import EpisodeSet
-from fsar_bench.peak_memory import PeakMemory, memory_budget
+from fsar_bench.peak_memory import linear_peak_bytes, memory_budget
 
 CHUNK_SCRATCH_BYTES = 16 << 20
 """Scratch per pair chunk on CPU, at most (on GPU the budget alone). Larger chunks run slower on CPU:
@@ -38,21 +38,13 @@ fresh pages every time."""
 
 
 def pair_bytes(head: PairwiseHead, table: Reps, device: torch.device) -> tuple[int, int]:
-    """(fixed, per-pair) peak scratch bytes of ``head.pair_scores`` (gathered rows included), from a
-    1- and a 3-pair probe on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    peaks = []
-    try:
-        for count in (1, 3):
-            rows = torch.zeros(count, dtype=torch.long, device=device)
-            with torch.inference_mode(), PeakMemory() as tracker:
-                head.pair_scores(index_reps(table, rows), index_reps(table, rows))
-            peaks.append(tracker.peak)
-    finally:
-        torch.set_num_threads(threads)
-    per_pair = max(1, (peaks[1] - peaks[0]) // 2)
-    return max(0, peaks[0] - per_pair), per_pair
+    """(fixed, per-pair) peak scratch bytes of ``head.pair_scores`` (gathered rows included)."""
+    def probe(count: int) -> None:
+        rows = torch.zeros(count, dtype=torch.long, device=device)
+        with torch.inference_mode():
+            head.pair_scores(index_reps(table, rows), index_reps(table, rows))
+
+    return linear_peak_bytes(probe)
 
 
 class PairScoreTable:
@@ -75,10 +67,11 @@ class PairScoreTable:
         if device.type == "cpu":
             per_chunk = min(per_chunk, CHUNK_SCRATCH_BYTES)
         self.chunk = int(max(1, (per_chunk - fixed) // per_pair))
-        self.memo_budget = budget
-        self.memo: Tensor | None = None
-        self.known: np.ndarray | None = None
-        self.use_memo: bool | None = None  # decided on first use
+        one = self._score_chunk(np.zeros(1, dtype=np.int64))  # a score's shape and dtype
+        pairs = self.videos * self.videos
+        self.use_memo = pairs * (one[0].numel() * one.element_size() + 1) <= budget
+        self.memo = one.new_zeros((pairs, *one.shape[1:])) if self.use_memo else None
+        self.known = np.zeros(pairs, dtype=bool) if self.use_memo else None
         self.computed = 0
 
     def logits(self, query_rows: np.ndarray, support_rows: np.ndarray) -> Tensor:
@@ -90,28 +83,16 @@ class PairScoreTable:
         """Rows [B, Q] and [B, N, K] -> pair scores [B, Q, N, K, ...]."""
         pairs = (np.asarray(query_rows, dtype=np.int64)[:, :, None, None] * self.videos
                  + np.asarray(support_rows, dtype=np.int64)[:, None, :, :])
-        if self.use_memo is None:
-            self.use_memo = self._memo_fits()
-            self.known = np.zeros(self.videos * self.videos, dtype=bool) if self.use_memo else None
-        if self.use_memo:
-            assert self.known is not None
+        if self.memo is not None and self.known is not None:
             wanted = np.zeros_like(self.known)
             wanted[pairs.ravel()] = True  # distinct pairs in O(V²), no sort
             missing = np.flatnonzero(wanted & ~self.known)
             if len(missing):
                 self._score(missing, into_memo=True)
-            assert self.memo is not None
             return self.memo[torch.from_numpy(pairs).to(self.device)]
         distinct, inverse = np.unique(pairs, return_inverse=True)
         scores = self._score(distinct, into_memo=False)
         return scores[torch.from_numpy(inverse.reshape(pairs.shape)).to(self.device)]
-
-    def _memo_fits(self) -> bool:
-        """A dense memo of V² scores (size probed on one pair) fits the budget."""
-        with torch.inference_mode():
-            one = self._score_chunk(np.zeros(1, dtype=np.int64))
-        per_pair = one[0].numel() * one.element_size() + 1
-        return self.videos * self.videos * per_pair <= self.memo_budget
 
     def _score(self, pairs: np.ndarray, into_memo: bool) -> Tensor:
         """Score flat pair ids ``pairs`` (query row * V + support row); into the memo, or returned [P, ...]."""
@@ -146,9 +127,7 @@ class PairScoreTable:
             return self.head.pair_scores(support, query)
 
     def _store(self, ids: np.ndarray, scores: Tensor) -> None:
-        if self.memo is None:
-            self.memo = scores.new_zeros((self.videos * self.videos, *scores.shape[1:]))
-        assert self.known is not None
+        assert self.memo is not None and self.known is not None
         self.memo[torch.from_numpy(ids).to(self.device)] = scores
         self.known[ids] = True
 

@@ -8,12 +8,14 @@ Usage::
     with torch.inference_mode(), PeakMemory() as tracker:
         scores = head.pair_scores(support, query)
     print(tracker.peak)   # bytes
+    fixed, per_item = linear_peak_bytes(lambda count: score(items[:count]), available=len(items))
 """
 
 from __future__ import annotations
 
 import os
 import weakref
+from collections.abc import Callable
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -63,3 +65,24 @@ def memory_budget(device: torch.device) -> int:
     except (ValueError, OSError):
         available = 8 << 30
     return min(CPU_SCRATCH_BYTES, available // 8)
+
+
+def linear_peak_bytes(run: Callable[[int], object], available: int = 3) -> tuple[int, int]:
+    """(fixed, per-item) peak scratch bytes of ``run(count)``, from a 1- and a 3-item probe (a 1-item probe
+    alone when fewer than 3 items are ``available``: then all of it counts per item). Probes run on one
+    intra-op thread: tiny work, and no wait on the OpenMP pool."""
+    counts = (1, 3) if available >= 3 else (1,)
+    peaks = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for count in counts:
+            with PeakMemory() as tracker:
+                run(count)
+            peaks.append(tracker.peak)
+    finally:
+        torch.set_num_threads(threads)
+    if len(peaks) == 1:
+        return 0, max(1, peaks[0])
+    per_item = max(1, (peaks[1] - peaks[0]) // 2)
+    return max(0, peaks[0] - per_item), per_item

@@ -23,6 +23,7 @@ import json
 import os
 import tempfile
 from dataclasses import dataclass
+from collections.abc import KeysView
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +112,11 @@ class RunStore:
         self.folder = folder
         self.stamps = stamps
         self._records = {record.episode: record for record in records}
-        self.done = set(self._records)
+
+    @property
+    def done(self) -> KeysView[int]:
+        """Episode ids already recorded (a live view)."""
+        return self._records.keys()
 
     @classmethod
     def open(cls, results_dir: Path, run_id: str, stamps: dict[str, Any]) -> RunStore:
@@ -147,7 +152,6 @@ class RunStore:
             stream.write(payload)
             stream.flush()
             os.fsync(stream.fileno())
-        self.done.update(r.episode for r in records)
         self._records.update((r.episode, r) for r in records)
 
     def records(self) -> list[EpisodeRecord]:

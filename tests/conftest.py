@@ -32,6 +32,40 @@ def shared_splits_dir() -> Path:
     return SHARED_SPLITS_DIR
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Small tensors: one intra-op thread is faster than two on a shared 2-core machine (restored after).
+    Use with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def assert_batched_logits_match_single(head, support_inputs, query_inputs, shot: int) -> None:
+    """``head.logits`` on E episodes at once equals it on each episode alone (to 1e-6).
+
+    support_inputs [E, N*K, ...] (class-major) and query_inputs [E, Q, ...] are the head's ``encode`` inputs.
+    """
+    from fsar_bench.api import add_episode_axis, support_to_episode
+
+    episodes, way, num_query = support_inputs.shape[0], support_inputs.shape[1] // shot, query_inputs.shape[1]
+    with torch.no_grad():
+        support = head.encode(support_inputs.flatten(0, 1))
+        query = head.encode(query_inputs.flatten(0, 1))
+        batched = head.logits(
+            {key: value.reshape(episodes, way, shot, *value.shape[1:]) for key, value in support.items()},
+            {key: value.reshape(episodes, num_query, *value.shape[1:]) for key, value in query.items()},
+        )
+        assert batched.shape == (episodes, num_query, way)
+        for index in range(episodes):
+            single = head.logits(
+                support_to_episode(head.encode(support_inputs[index]), way, shot),
+                add_episode_axis(head.encode(query_inputs[index])),
+            )
+            torch.testing.assert_close(batched[index : index + 1], single, atol=1e-6, rtol=1e-6)
+
+
 @pytest.fixture(scope="session")
 def synthetic_cache(tmp_path_factory) -> Path:
     """A cache folder holding the generated synthetic benchmark (made once per test session)."""

@@ -17,20 +17,14 @@ from fsar_bench.api import (
     support_to_episode,
 )
 from methods import molo
-from tests.conftest import PARITY_DIR
+from tests.conftest import PARITY_DIR, assert_batched_logits_match_single
 
 TOLERANCE = {"atol": 1e-5, "rtol": 1e-5}
 FIXTURES = sorted(PARITY_DIR.glob("molo_*.pt"))
 CONTRASTIVE = ("logits_s2q", "logits_q2s", "logits_s2q_motion", "logits_q2s_motion")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors: one intra-op thread is faster than two on a shared 2-core machine (restored after)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @functools.cache
@@ -216,20 +210,7 @@ def test_batched_episodes_equal_single(shot: int) -> None:
     generator = torch.Generator().manual_seed(1)
     support_maps = torch.rand(episodes, way * shot, 5, 32, 2, 2, generator=generator)
     query_maps = torch.rand(episodes, num_query, 5, 32, 2, 2, generator=generator)
-    with torch.no_grad():
-        support = head.encode(support_maps.flatten(0, 1))
-        query = head.encode(query_maps.flatten(0, 1))
-        batched = head.logits(
-            {key: value.reshape(episodes, way, shot, *value.shape[1:]) for key, value in support.items()},
-            {key: value.reshape(episodes, num_query, *value.shape[1:]) for key, value in query.items()},
-        )
-        assert batched.shape == (episodes, num_query, way)
-        for index in range(episodes):
-            single = head.logits(
-                support_to_episode(head.encode(support_maps[index]), way, shot),
-                add_episode_axis(head.encode(query_maps[index])),
-            )
-            torch.testing.assert_close(batched[index : index + 1], single, atol=1e-6, rtol=1e-6)
+    assert_batched_logits_match_single(head, support_maps, query_maps, shot)
 
 
 def test_few_adam_steps_reduce_loss_and_resized_target_warns() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fsar_bench.loading import iterate_clips
+from fsar_bench.loading import iterate_clip_batches
 from fsar_bench.video import FrameFolderReader, VideoError, list_frames, open_reader, read_clip
 from tests.test_datasets_trees import write_frames, write_video
 
@@ -84,4 +84,4 @@ def test_loader_stops_on_a_bad_frame_folder_naming_it(tmp_path):
     write_frames(tmp_path / "a", frames=8)
     write_frames(tmp_path / "b", frames=2)
     with pytest.raises(VideoError, match="has 2 frames, fewer than the 8"):
-        list(iterate_clips([tmp_path / "a", tmp_path / "b"], frames=8, workers=0))
+        list(iterate_clip_batches([tmp_path / "a", tmp_path / "b"], frames=8, workers=0))

@@ -10,7 +10,6 @@ Usage::
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -48,6 +47,7 @@ def _cli_values(episodes=None, seed=None, device=None, backbone=None, backbone_w
 
 def _evaluate(ctx: typer.Context, method: str, dataset: str, shots: str, cli: dict[str, Any], checkpoint: Optional[Path],
               no_train: bool, retrain: bool, data=None) -> None:
+    from fsar_bench.distributed import is_main_process
     from fsar_bench.report import collect_runs, format_table
     from fsar_bench.runner import RunRequest, run_method
 
@@ -61,7 +61,7 @@ def _evaluate(ctx: typer.Context, method: str, dataset: str, shots: str, cli: di
         raise UsageError("--checkpoint and --no-train exclude each other")
     config = config_from(ctx, cli)
     standard = config_from(ctx, {**cli, "protocol.episodes": None}).protocol["episodes"]
-    main_process = os.environ.get("RANK", "0") == "0"
+    main_process = is_main_process()
     run_ids = []
     for shot in shot_list:
         request = RunRequest(method, dataset, shot, checkpoint, no_train, retrain, data or _data_options(None, False, False))

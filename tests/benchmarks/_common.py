@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fsar_bench.api import FewShotHead, HeadConfig
+from fsar_bench.api import FewShotHead, HeadConfig, cat_reps
 from fsar_bench.episodes import EpisodeSet, Protocol
 from fsar_bench.registry import discover_methods
 
@@ -61,9 +61,7 @@ def random_encodings(head: FewShotHead, videos: int, dim: int, chunk: int = 64):
         count = min(chunk, videos - start)
         shape = (count, FRAMES, dim, 1, 1) if head.feature_maps else (count, FRAMES, dim)
         parts.append(head.encode(torch.rand(shape, generator=generator)))
-    if isinstance(parts[0], torch.Tensor):
-        return torch.cat(parts)
-    return {key: torch.cat([part[key] for part in parts]) for key in parts[0]}
+    return cat_reps(parts)
 
 
 def random_episodes(count: int, shot: int, videos: int, seed: int = 2) -> EpisodeSet:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from fsar_bench.api import PairwiseHead
+from fsar_bench.api import PairwiseHead, reps_num_videos
 from fsar_bench.evaluate import choose_episode_batch, episode_bytes, score_episodes, scoring_workers
 from fsar_bench.pairs import PairScoreTable, pair_bytes
 from tests.benchmarks._common import (
@@ -37,7 +37,7 @@ def _score_all(head, reps, episodes) -> tuple[float, int, int, np.ndarray]:
     A pairwise head's scratch is that of one pair chunk (its episodes only gather pair scores)."""
     device = torch.device("cpu")
     ids = np.arange(len(episodes))
-    row_of = np.arange(reps_rows(reps))
+    row_of = np.arange(reps_num_videos(reps))
     workers = scoring_workers(device)
     batch = choose_episode_batch(head, reps, row_of, episodes, ids, device, workers=workers)
     if isinstance(head, PairwiseHead):
@@ -49,10 +49,6 @@ def _score_all(head, reps, episodes) -> tuple[float, int, int, np.ndarray]:
     start = time.perf_counter()
     predictions = np.concatenate([p for _, p in score_episodes(head, reps, row_of, episodes, ids, batch, device, workers)])
     return time.perf_counter() - start, batch, scratch, predictions
-
-
-def reps_rows(reps) -> int:
-    return (reps if isinstance(reps, torch.Tensor) else next(iter(reps.values()))).shape[0]
 
 
 @pytest.mark.parametrize("shot", [1, 5])
