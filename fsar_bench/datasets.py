@@ -25,7 +25,7 @@ from fsar_bench.errors import DataError, ProtocolMismatchError, UnknownNameError
 from fsar_bench.manifests import SplitManifest, load_manifest, manifest_names, manual_instructions
 from fsar_bench.splits import (Partition, SplitError, SplitEntry, build_partition, check_disjoint, file_sha256,
                                read_partition, read_split_file)
-from fsar_bench.synthetic import SyntheticSpec, ensure_synthetic
+from fsar_bench.synthetic import SyntheticSpec, ensure_synthetic, synthetic_data_version
 
 PARTITIONS = ("train", "val", "test")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".webm", ".mkv")
@@ -59,6 +59,7 @@ class Benchmark:
     layout: str = ""
     options: DataOptions = DataOptions()
     missing: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    data_version: str = ""  # a generated dataset's content version (part of its protocols and checkpoint keys)
     split_checks: list[dict] = field(default_factory=list)
     _partitions: dict[str, Partition] = field(default_factory=dict, repr=False)
 
@@ -270,7 +271,14 @@ def _synthetic(config: Config, options: DataOptions) -> Benchmark:
         resolve=lambda video_id: root / "videos" / f"{video_id}.mp4",
         comparable_to_papers=False,
         options=options,
+        data_version=benchmark_data_version("synthetic"),
     )
+
+
+
+def benchmark_data_version(name: str) -> str:
+    """Content version of a generated benchmark (``synthetic-v2``); "" for benchmarks read from disk."""
+    return synthetic_data_version() if name == "synthetic" else ""
 
 
 BENCHMARK_DESCRIPTIONS: dict[str, str] = {

@@ -49,6 +49,8 @@ class Protocol:
     sampling: str = "segment-centre"
     missing_videos: tuple[str, ...] = ()
     """Test videos left out because they are missing (``--allow-missing``): a different, named protocol."""
+    data_version: str = ""
+    """Version of a generated dataset's content (``synthetic-v2``); empty for datasets read from disk."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "missing_videos", tuple(self.missing_videos))
@@ -59,13 +61,12 @@ class Protocol:
         return f"allow-missing ({len(self.missing_videos)} videos)" if self.missing_videos else "standard"
 
     def to_dict(self) -> dict:
-        """Fields as JSON values; ``missing_videos`` only when non-empty (standard fingerprints are unchanged)."""
+        """Fields as JSON values; ``missing_videos`` and ``data_version`` only when non-empty (fingerprints of
+        protocols without them are unchanged)."""
         values = asdict(self)
-        if self.missing_videos:
-            values["missing_videos"] = list(self.missing_videos)
-        else:
-            del values["missing_videos"]
-        return values
+        values["missing_videos"] = list(self.missing_videos)
+        return {key: value for key, value in values.items()
+                if key not in ("missing_videos", "data_version") or value}
 
     @property
     def fingerprint(self) -> str:

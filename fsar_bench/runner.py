@@ -28,7 +28,7 @@ import fsar_bench
 from fsar_bench.api import Recipe
 from fsar_bench.backbones import default_backbone
 from fsar_bench.config import Config, recipe_with_overrides
-from fsar_bench.datasets import Benchmark, DataOptions, open_benchmark
+from fsar_bench.datasets import Benchmark, DataOptions, benchmark_data_version, open_benchmark
 from fsar_bench.episodes import EpisodeSet, Protocol, draw_episodes, save_manifest
 from fsar_bench.errors import DataError, UsageError
 from fsar_bench.cache import EncodingCache, EncodingContext, cache_folder, code_sha256
@@ -73,6 +73,7 @@ def make_protocol(config: Config, benchmark: Benchmark, partition: str, shot: in
         dataset=benchmark.name, partition=partition, split_sha256=benchmark.partition(partition).sha256,
         way=p["way"], shot=shot, queries_per_class=p["queries_per_class"], episodes=episodes or p["episodes"],
         frames=p["frames"], size=benchmark.size, seed=p["seed"], missing_videos=benchmark.missing.get(partition, ()),
+        data_version=benchmark.data_version,
     )
 
 
@@ -105,14 +106,17 @@ the default, so that existing checkpoints keep their paths."""
 def default_checkpoint_path(config: Config, model: FSARModel, dataset: str, shot: int) -> Path:
     """``results/checkpoints/<method>__<dataset>__<K>shot__<backbone>__T<T>__seed<S>__r<recipe>/best.pt``.
 
-    ``<recipe>`` hashes the training recipe (with bench.toml overrides) and the head options, so an edited
-    recipe trains a new checkpoint instead of silently reusing the old one.
+    ``<recipe>`` hashes the training recipe (with bench.toml overrides), the head options and, for a generated
+    benchmark, its content version, so an edited recipe or regenerated data trains a new checkpoint instead of
+    silently reusing the old one.
     """
     spec = model.spec
     recipe = method_recipe(config, get_method(config, spec["method"]), dataset)
     fields = {key: value for key, value in asdict(recipe).items()
               if not (key in RECIPE_FIELDS_SINCE_V2 and value == RECIPE_FIELDS_SINCE_V2[key])}
-    recipe_digest = hashlib.sha256(json.dumps([fields, spec], sort_keys=True, default=str).encode()).hexdigest()[:8]
+    data_version = benchmark_data_version(dataset)
+    keyed = [fields, spec, data_version] if data_version else [fields, spec]
+    recipe_digest = hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()[:8]
     name = (f"{spec['method']}__{dataset}__{shot}shot__{spec['backbone']}__T{spec['frames']}"
             f"__seed{config.run['train_seed']}__r{recipe_digest}")
     return config.path("results") / "checkpoints" / name / "best.pt"

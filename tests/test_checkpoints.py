@@ -93,13 +93,13 @@ def test_file_that_is_not_a_checkpoint_is_refused(config: Path, tmp_path: Path) 
 
 def test_checkpoint_paths_follow_the_recipe_and_survive_new_default_fields(config: Path) -> None:
     """An edited recipe gets a new path; a recipe field added later, left at its default, changes no path
-    (existing checkpoints stay found). The digest here is the one computed before ``warmup_start_lr`` existed."""
+    (existing checkpoints stay found). The digest here leaves ``warmup_start_lr`` out, as before it existed."""
     import hashlib
     import json
     from dataclasses import asdict
 
     from fsar_bench.config import load_config
-    from fsar_bench.datasets import open_benchmark
+    from fsar_bench.datasets import benchmark_data_version, open_benchmark
     from fsar_bench.runner import build_model, default_checkpoint_path, get_method, method_recipe
 
     settings = load_config(config)
@@ -107,7 +107,8 @@ def test_checkpoint_paths_follow_the_recipe_and_survive_new_default_fields(confi
     model = build_model(settings, entry, open_benchmark("synthetic", settings), torch.device("cpu"))
     recipe = method_recipe(settings, entry, "synthetic")
     before = {key: value for key, value in asdict(recipe).items() if key != "warmup_start_lr"}
-    digest = hashlib.sha256(json.dumps([before, model.spec], sort_keys=True, default=str).encode()).hexdigest()[:8]
+    keyed = [before, model.spec, benchmark_data_version("synthetic")]  # generated data: its version is keyed too
+    digest = hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()[:8]
     path = default_checkpoint_path(settings, model, "synthetic", 1)
     assert path.parent.name.endswith(f"__r{digest}")
     config.write_text(config.read_text() + "[methods.otam]\nwarmup_start_lr = 1e-5\nwarmup = 10\n")

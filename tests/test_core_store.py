@@ -8,6 +8,7 @@ import stat
 
 import pytest
 
+from fsar_bench.datasets import benchmark_data_version
 from fsar_bench.errors import ProtocolMismatchError
 from fsar_bench.report import collect_runs
 from fsar_bench.store import RECORDS_FILE, EpisodeRecord, RunStore, StoreError, check_writable
@@ -15,7 +16,7 @@ from fsar_bench.store import RECORDS_FILE, EpisodeRecord, RunStore, StoreError, 
 
 def _stamps(**changes):
     stamps = {"method": "otam", "dataset": "synthetic", "shot": 1, "way": 5,
-              "protocol": {"episodes": 4}, "protocol_fingerprint": "p" * 64, "episode_fingerprint": "e" * 64,
+              "protocol": {"episodes": 4, "data_version": benchmark_data_version("synthetic")}, "protocol_fingerprint": "p" * 64, "episode_fingerprint": "e" * 64,
               "standard_episodes": 4, "checkpoint_sha256": "c" * 64, "seeds": {"train": 0}, "started_at": "now"}
     stamps.update(changes)
     return stamps
@@ -78,7 +79,7 @@ def test_ci_matches_a_hand_computation(tmp_path):
 def test_unfinished_and_smoke_runs_are_labelled(tmp_path):
     unfinished = RunStore.open(tmp_path, "a", _stamps())
     unfinished.append([EpisodeRecord(0, 5, 5, [0] * 5)])
-    smoke = RunStore.open(tmp_path, "b", _stamps(protocol={"episodes": 2}, protocol_fingerprint="q" * 64, standard_episodes=10_000))
+    smoke = RunStore.open(tmp_path, "b", _stamps(protocol={"episodes": 2, "data_version": benchmark_data_version("synthetic")}, protocol_fingerprint="q" * 64, standard_episodes=10_000))
     smoke.append([EpisodeRecord(0, 5, 5, [0] * 5), EpisodeRecord(1, 5, 5, [0] * 5)])
     smoke.finish({})
     statuses = dict(zip(collect_runs(tmp_path)["run"], collect_runs(tmp_path)["status"]))

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from fsar_bench.splits import check_disjoint, read_partition
-from fsar_bench.synthetic import MOTION_PAIRS, SyntheticSpec, render_video, synthetic_classes
+from fsar_bench.synthetic import MOTION_PAIRS, SyntheticSpec, render_video, synthetic_classes, write_mp4
 from fsar_bench.video import PyAVReader, open_reader, read_clip
 
 
@@ -58,3 +58,14 @@ def test_videos_decode_through_decord_and_pyav_alike(synthetic_cache):
     assert decoded.shape == (8, 64, 64, 3) and decoded.dtype == np.uint8
     via_pyav = read_clip(PyAVReader(), path, 8)
     assert np.abs(decoded.astype(int) - via_pyav.astype(int)).mean() < 2.0
+
+
+def test_encoding_is_byte_identical_whatever_was_encoded_before(tmp_path):
+    """x264's mb-tree rate control made a file depend on the process's earlier encodes (generator v1): two
+    generations then differed in a third of their videos. A video's bytes must not depend on history."""
+    classes = synthetic_classes()
+    first, other = render_video(classes[0], SyntheticSpec(), 3), render_video(classes[9], SyntheticSpec(), 5)
+    write_mp4(tmp_path / "fresh.mp4", first, 12)
+    write_mp4(tmp_path / "other.mp4", other, 12)
+    write_mp4(tmp_path / "after.mp4", first, 12)
+    assert (tmp_path / "fresh.mp4").read_bytes() == (tmp_path / "after.mp4").read_bytes()

@@ -98,6 +98,10 @@ def test_classify_protocol_without_configured_protocol_uses_the_stamped_standard
     trusted = {**stamps, "standard_episodes": 100, "split_files": [
         {"file": "/s/testlist.txt", "status": "MISMATCH (trusted)"}, {"file": "/s/trainlist.txt", "status": "verified"}]}
     assert classify_protocol(trusted, None) == ("other-protocol", "trust-splits: testlist.txt differs from the published split")
+    older = {"dataset": "synthetic", "protocol": {"episodes": 100, "seed": 0}, "standard_episodes": 100}  # generator v1
+    assert classify_protocol(older, None) == ("other-protocol", "data unversioned (current: synthetic-v2)")
+    current = {**older, "protocol": {**older["protocol"], "data_version": "synthetic-v2"}}
+    assert classify_protocol(current, None) == ("complete", "")
 
 
 def test_collect_runs_keeps_one_row_per_run_for_the_run_command(tmp_path):

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fsar_bench.datasets import benchmark_data_version
 from fsar_bench.episodes import Protocol
 from fsar_bench.store import EpisodeRecord, RunStore
 
@@ -48,7 +49,8 @@ def simulate_correct(n_episodes: int, offsets: dict[str, float], rng: np.random.
 
 def protocol_for(dataset: str, shot: int, episodes: int = 200, seed: int = 0, way: int = 5) -> Protocol:
     return Protocol(dataset=dataset, partition="test", split_sha256=hashlib.sha256(dataset.encode()).hexdigest(),
-                    way=way, shot=shot, queries_per_class=1, episodes=episodes, frames=8, size=64, seed=seed)
+                    way=way, shot=shot, queries_per_class=1, episodes=episodes, frames=8, size=64, seed=seed,
+                    data_version=benchmark_data_version(dataset))
 
 
 def write_run(results_dir: Path, method: str, dataset: str, shot: int, correct: np.ndarray, *,

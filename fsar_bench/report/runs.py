@@ -7,8 +7,8 @@ A run folder is ``results/runs/<run_id>/{stamps.json, records.jsonl, summary.jso
   episodes. Listed as incomplete, never used as a result.
 - ``smoke``: finished, but its protocol has fewer episodes than the standard one.
 - ``other-protocol``: finished, from a protocol other than the configured one (way, queries, frames,
-  seed or episodes differ, test videos were left out with ``--allow-missing``, or split files that differ
-  from the published ones were accepted with ``--trust-splits``).
+  seed or episodes differ, test videos were left out with ``--allow-missing``, split files that differ
+  from the published ones were accepted with ``--trust-splits``, or a generated dataset of another version).
 - ``complete``: finished, standard protocol.
 
 A folder whose stamps or records cannot be read is skipped and named in ``LoadedResults.skipped``.
@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
+from fsar_bench.datasets import benchmark_data_version
 from fsar_bench.stats import mean_ci
 from fsar_bench.store import RECORDS_FILE, STAMPS_FILE, SUMMARY_FILE, StoreError, read_records, run_folders
 
@@ -125,6 +126,9 @@ def classify_protocol(stamps: Mapping[str, Any], expected: Mapping[str, Any] | N
     standard = int(stamps.get("standard_episodes") or episodes)
     if protocol.get("missing_videos"):  # `--allow-missing`: a separate, named protocol
         return "other-protocol", f"allow-missing: {len(protocol['missing_videos'])} test videos left out"
+    current = benchmark_data_version(str(stamps.get("dataset", "")))
+    if protocol.get("data_version", "") != current:  # generated data of another version: other frames
+        return "other-protocol", f"data {protocol.get('data_version') or 'unversioned'} (current: {current or 'none'})"
     changed = [Path(str(check.get("file", "?"))).name for check in stamps.get("split_files") or []
                if str(check.get("status", "")).startswith("MISMATCH")]
     if changed:  # `--trust-splits`: not the published split
