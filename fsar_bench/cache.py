@@ -327,9 +327,12 @@ class EncodingCache:
                         yield entry
 
     def enforce_limit(self, keep: set[str] | None = None) -> int:
-        """Delete least-recently-used entries (not those in ``keep``) until the folder is within ``max_bytes``."""
+        """Delete least-recently-used entries (not those in ``keep``) until the folder is within ``max_bytes``;
+        on the first call, also the temp files killed runs left (older than an hour: not a live run's)."""
         if self.root is None:
             return 0
+        if self._disk_used is None:
+            remove_stale_temps(self.root)
         if self._disk_used is None or self._disk_used > self.max_bytes:
             listing = []
             for entry in self.entries():

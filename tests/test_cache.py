@@ -220,3 +220,19 @@ def test_full_disk_during_a_run_ends_it_clearly_then_it_resumes(run_config, monk
     monkeypatch.setattr(cache_module, "_write_all", real_write)
     summary = run_method(config, RunRequest("tsn", "synthetic", 1, no_train=True), log=lambda m: None)
     assert summary["episodes"] == 3 and summary["encodings_from_cache"] == 5
+
+
+def test_temp_files_of_killed_runs_are_removed_once_stale(tmp_path):
+    """A killed run leaves ``.tmp-*`` files; the first size check of a later run removes those older than an
+    hour and keeps a fresh one (it may be a concurrent run's write in progress)."""
+    import time
+
+    cache = EncodingCache(tmp_path / "enc")
+    cache.put("ab" + "0" * 62, torch.zeros(2))
+    stale, fresh = tmp_path / "enc" / "ab" / ".tmp-stale.enc", tmp_path / "enc" / "ab" / ".tmp-fresh.enc"
+    stale.write_bytes(b"partial")
+    fresh.write_bytes(b"partial")
+    old = time.time() - 2 * 3600
+    os.utime(stale, (old, old))
+    EncodingCache(tmp_path / "enc").enforce_limit()
+    assert not stale.exists() and fresh.exists()
