@@ -25,7 +25,7 @@ from fsar_bench.errors import DataError, ProtocolMismatchError, UnknownNameError
 from fsar_bench.manifests import SplitManifest, load_manifest, manifest_names, manual_instructions
 from fsar_bench.splits import (Partition, SplitError, SplitEntry, build_partition, check_disjoint, file_sha256,
                                read_partition, read_split_file)
-from fsar_bench.synthetic import SyntheticSpec, ensure_synthetic, synthetic_data_version
+from fsar_bench.synthetic import SyntheticSpec, benchmark_data_version, ensure_synthetic
 
 PARTITIONS = ("train", "val", "test")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".webm", ".mkv")
@@ -274,11 +274,6 @@ def _synthetic(config: Config, options: DataOptions) -> Benchmark:
         data_version=benchmark_data_version("synthetic"),
     )
 
-
-
-def benchmark_data_version(name: str) -> str:
-    """Content version of a generated benchmark (``synthetic-v2``); "" for benchmarks read from disk."""
-    return synthetic_data_version() if name == "synthetic" else ""
 
 
 BENCHMARK_DESCRIPTIONS: dict[str, str] = {

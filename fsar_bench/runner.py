@@ -28,7 +28,7 @@ import fsar_bench
 from fsar_bench.api import Recipe
 from fsar_bench.backbones import default_backbone
 from fsar_bench.config import Config, recipe_with_overrides
-from fsar_bench.datasets import Benchmark, DataOptions, benchmark_data_version, open_benchmark
+from fsar_bench.datasets import Benchmark, DataOptions, open_benchmark
 from fsar_bench.episodes import EpisodeSet, Protocol, draw_episodes, save_manifest
 from fsar_bench.errors import DataError, UsageError
 from fsar_bench.cache import EncodingCache, EncodingContext, cache_folder, code_sha256
@@ -41,6 +41,7 @@ from fsar_bench.registry import MethodEntry, discover_methods
 from fsar_bench.store import EpisodeRecord, RunStore, check_writable
 from fsar_bench.train import console_progress, train_model
 from fsar_bench.video import open_reader
+from fsar_bench.synthetic import benchmark_data_version
 
 
 @dataclass(frozen=True)

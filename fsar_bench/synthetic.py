@@ -23,8 +23,8 @@ import os
 import shutil
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
-from fractions import Fraction
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -227,9 +227,10 @@ def generate_synthetic(target: Path, spec: SyntheticSpec, jobs: int | None = Non
     return target
 
 
-def synthetic_data_version() -> str:
-    """The content version stamped into synthetic protocols: runs on other versions are never mixed in."""
-    return f"synthetic-v{GENERATOR_VERSION}"
+def benchmark_data_version(name: str) -> str:
+    """Content version of a generated benchmark (``synthetic-v2``), stamped into its protocols and checkpoint
+    keys so that runs on other versions are never mixed in; "" for benchmarks read from disk."""
+    return f"synthetic-v{GENERATOR_VERSION}" if name == "synthetic" else ""
 
 
 def ensure_synthetic(cache_dir: Path, spec: SyntheticSpec | None = None, force: bool = False) -> Path:

@@ -99,7 +99,8 @@ def test_checkpoint_paths_follow_the_recipe_and_survive_new_default_fields(confi
     from dataclasses import asdict
 
     from fsar_bench.config import load_config
-    from fsar_bench.datasets import benchmark_data_version, open_benchmark
+    from fsar_bench.datasets import open_benchmark
+    from fsar_bench.synthetic import benchmark_data_version
     from fsar_bench.runner import build_model, default_checkpoint_path, get_method, method_recipe
 
     settings = load_config(config)

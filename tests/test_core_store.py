@@ -8,15 +8,16 @@ import stat
 
 import pytest
 
-from fsar_bench.datasets import benchmark_data_version
 from fsar_bench.errors import ProtocolMismatchError
 from fsar_bench.report import collect_runs
 from fsar_bench.store import RECORDS_FILE, EpisodeRecord, RunStore, StoreError, check_writable
+from fsar_bench.synthetic import benchmark_data_version
 
 
 def _stamps(**changes):
     stamps = {"method": "otam", "dataset": "synthetic", "shot": 1, "way": 5,
-              "protocol": {"episodes": 4, "data_version": benchmark_data_version("synthetic")}, "protocol_fingerprint": "p" * 64, "episode_fingerprint": "e" * 64,
+              "protocol": {"episodes": 4, "data_version": benchmark_data_version("synthetic")},
+              "protocol_fingerprint": "p" * 64, "episode_fingerprint": "e" * 64,
               "standard_episodes": 4, "checkpoint_sha256": "c" * 64, "seeds": {"train": 0}, "started_at": "now"}
     stamps.update(changes)
     return stamps
