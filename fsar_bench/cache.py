@@ -88,19 +88,35 @@ class EncodingContext:
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
+# The package modules whose code an encoding depends on (besides the head's own module).
+ENCODING_CODE_MODULES = ("fsar_bench.api", "fsar_bench.backbones", "fsar_bench.layers", "fsar_bench.model",
+                         "fsar_bench.video")
+
+
 def code_sha256(head_class: type) -> str:
     """sha256 of the source that computes an encoding: the head's module and fsar-bench's model code.
 
     Editing a method's ``encode`` (or the backbones) therefore never reads encodings made by the old code.
-    """
-    import inspect
+    The modules are hashed as imported objects (``ENCODING_CODE_MODULES``), so moving a file keeps it
+    hashed; a module whose source file cannot be found is an error, never silently skipped.
 
-    files = [inspect.getsourcefile(head_class)]
-    files += [str(Path(__file__).with_name(name)) for name in ("api.py", "backbones.py", "layers.py", "model.py", "video.py")]
+    Usage::
+
+        code_sha256(OTAMHead)  # '3f1c…' (64 hex digits)
+    """
+    import importlib
+    import inspect
+    import sys
+
+    modules = [sys.modules[head_class.__module__]]
+    modules += [importlib.import_module(name) for name in ENCODING_CODE_MODULES]
     digest = hashlib.sha256()
-    for name in files:
-        if name and os.path.isfile(name):
-            digest.update(Path(name).read_bytes())
+    for module in modules:
+        source = inspect.getsourcefile(module)
+        if not source or not os.path.isfile(source):
+            raise FsarError(f"cannot hash the code of {module.__name__}: its source file {source!r} is missing; "
+                            "reinstall fsar-bench (an installed copy without sources cannot key encodings)")
+        digest.update(module.__name__.encode() + b"\0" + Path(source).read_bytes())
     return digest.hexdigest()
 
 

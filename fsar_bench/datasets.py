@@ -228,10 +228,21 @@ def _setting_path(option: Path | None, setting: str | None, config: Config) -> P
     return (config.base_dir / Path(setting).expanduser()).resolve() if setting else None
 
 
-def splits_dir_for(name: str, config: Config, options: DataOptions | None = None) -> Path:
-    """Where a benchmark's split files are: --splits-dir, else [datasets.NAME] splits_dir, else [paths] splits/NAME."""
+def splits_dir_for(name: str, config: Config, options: DataOptions | None = None, *, for_writing: bool = False) -> Path:
+    """Where a benchmark's split files are.
+
+    --splits-dir, else [datasets.NAME] splits_dir, else [paths] splits/NAME when it exists (a fetched copy),
+    else the official files shipped with fsar-bench (``splits/official``, named by the manifest's ``bundled``).
+    ``for_writing`` (``splits fetch``) never answers the shipped folder: fetched copies go to [paths] splits/NAME.
+    """
     chosen = _setting_path(options.splits_dir if options else None, config.dataset_settings(name).get("splits_dir"), config)
-    return chosen or config.path("splits") / name
+    if chosen:
+        return chosen
+    fetched = config.path("splits") / name
+    if for_writing or fetched.is_dir():
+        return fetched
+    bundled = load_manifest(name).bundled if name in manifest_names() else None
+    return bundled if bundled is not None and bundled.is_dir() else fetched
 
 
 def _real(manifest: SplitManifest, config: Config, options: DataOptions) -> Benchmark:

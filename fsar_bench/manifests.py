@@ -32,7 +32,7 @@ MANIFEST_DIR = Path(__file__).resolve().parents[1] / "splits"
 """The project's ``splits/`` folder, next to the package (editable install / source checkout)."""
 
 _TOP_KEYS = {"name", "title", "description", "comparable_to_papers", "line_format", "source", "partitions",
-             "annotation_files", "also_published", "videos", "notes", "obtain"}
+             "annotation_files", "also_published", "videos", "notes", "obtain", "bundled"}
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,7 @@ class SplitManifest:
     notes: str = ""
     obtain: str = ""
     also_published: dict[str, Any] = field(default_factory=dict)
+    bundled: Path | None = None  # the official split files shipped with fsar-bench (None: not shipped)
 
 
 def manifest_names(folder: Path = MANIFEST_DIR) -> list[str]:
@@ -135,6 +136,7 @@ def load_manifest(name: str, folder: Path = MANIFEST_DIR) -> SplitManifest:
         default_layout=default_layout, size=int(videos.get("size", 224)),
         comparable_to_papers=bool(data.get("comparable_to_papers", True)), path=path,
         notes=data.get("notes", ""), obtain=data.get("obtain", ""), also_published=data.get("also_published") or {},
+        bundled=folder / data["bundled"] if data.get("bundled") else None,
     )
 
 

@@ -1,4 +1,10 @@
-"""Shared test fixtures: paths to ../shared (splits, parity) and small helpers."""
+"""Shared test fixtures: the test data shipped in the repository (split files, parity fixtures) and small helpers.
+
+Everything the suite reads lives inside the repository: the official split files in ``splits/official``
+and the reference parity fixtures in ``tests/data/parity``. ``FSAR_PARITY_DIR`` points the parity tests at
+another folder of fixtures in the same format (other seeds and shapes); a method with no fixture there is
+skipped with the reason.
+"""
 
 from __future__ import annotations
 
@@ -9,17 +15,25 @@ import pytest
 import torch
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DIR = Path(os.environ.get("FSAR_SHARED_DIR", PROJECT_ROOT.parent / "shared"))
-PARITY_DIR = SHARED_DIR / "parity"
-SHARED_SPLITS_DIR = SHARED_DIR / "splits"
+PARITY_DIR = Path(os.environ.get("FSAR_PARITY_DIR") or PROJECT_ROOT / "tests" / "data" / "parity").expanduser()
+SHARED_SPLITS_DIR = PROJECT_ROOT / "splits" / "official"  # the official split files, shipped (README there)
 
 
-def load_parity_fixture(name: str) -> dict:
-    """Load ``../shared/parity/<name>.pt`` (fails loudly when the shared folder is absent)."""
-    path = PARITY_DIR / f"{name}.pt"
-    if not path.exists():
-        raise FileNotFoundError(f"parity fixture {path} not found: set FSAR_SHARED_DIR to the shared/ folder")
-    return torch.load(path, weights_only=True)
+def parity_fixtures(method: str) -> list:
+    """``<method>_*.pt`` in PARITY_DIR as pytest parameters; one skipped parameter (with the reason) when none."""
+    paths = sorted(PARITY_DIR.glob(f"{method}_*.pt"))
+    if paths:
+        return [pytest.param(path, id=path.stem) for path in paths]
+    reason = f"no {method}_*.pt parity fixture in {PARITY_DIR} (FSAR_PARITY_DIR={os.environ.get('FSAR_PARITY_DIR')!r})"
+    return [pytest.param(None, id=f"{method}-no-fixture", marks=pytest.mark.skip(reason=reason))]
+
+
+def first_parity_fixture(method: str) -> Path:
+    """The first ``<method>_*.pt`` in PARITY_DIR; skips the calling test (with the reason) when there is none."""
+    paths = sorted(PARITY_DIR.glob(f"{method}_*.pt"))
+    if not paths:
+        pytest.skip(f"no {method}_*.pt parity fixture in {PARITY_DIR}")
+    return paths[0]
 
 
 @pytest.fixture

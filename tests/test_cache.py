@@ -236,3 +236,16 @@ def test_temp_files_of_killed_runs_are_removed_once_stale(tmp_path):
     os.utime(stale, (old, old))
     EncodingCache(tmp_path / "enc").enforce_limit()
     assert not stale.exists() and fresh.exists()
+
+
+def test_code_digest_fails_loudly_when_a_hashed_module_has_no_source(monkeypatch):
+    import inspect
+
+    from fsar_bench.cache import code_sha256
+    from fsar_bench.errors import FsarError
+    from methods.otam import OTAMHead
+
+    real = inspect.getsourcefile
+    monkeypatch.setattr(inspect, "getsourcefile", lambda obj: None if obj.__name__ == "fsar_bench.layers" else real(obj))
+    with pytest.raises(FsarError, match="fsar_bench.layers"):
+        code_sha256(OTAMHead)

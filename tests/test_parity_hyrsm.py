@@ -1,4 +1,4 @@
-"""HyRSM against the reference fixtures in ../shared/parity (semantics: its README), plus batching and training."""
+"""HyRSM against the reference fixtures in tests/data/parity (semantics: its README), plus batching and training."""
 
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ from fsar_bench.api import (
     support_to_episode,
 )
 from methods import hyrsm
-from tests.conftest import PARITY_DIR, assert_batched_logits_match_single
+from tests.conftest import assert_batched_logits_match_single, first_parity_fixture, parity_fixtures
 
 TOLERANCE = {"atol": 1e-5, "rtol": 1e-5}
-FIXTURES = sorted(PARITY_DIR.glob("hyrsm_*.pt"))
+FIXTURES = parity_fixtures("hyrsm")
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -61,11 +61,7 @@ def frame_rows(order: torch.Tensor, frames: int) -> torch.Tensor:
     return (order[:, None] * frames + torch.arange(frames)).flatten()
 
 
-def test_fixtures_present() -> None:
-    assert len(FIXTURES) >= 4, f"expected hyrsm_*.pt fixtures in {PARITY_DIR}"
-
-
-@pytest.mark.parametrize("path", FIXTURES, ids=lambda path: path.stem)
+@pytest.mark.parametrize("path", FIXTURES)
 def test_eval_outputs_match_reference(path: Path) -> None:
     fixture = torch.load(path, weights_only=True)
     inputs, outputs, meta = fixture["inputs"], fixture["outputs"], fixture["meta"]
@@ -96,7 +92,7 @@ def test_eval_outputs_match_reference(path: Path) -> None:
     torch.testing.assert_close(relation["final_query"][0], reference["final_query"], **TOLERANCE)
 
 
-@pytest.mark.parametrize("path", FIXTURES, ids=lambda path: path.stem)
+@pytest.mark.parametrize("path", FIXTURES)
 def test_train_losses_match_reference(path: Path) -> None:
     fixture = torch.load(path, weights_only=True)
     inputs, outputs, meta = fixture["inputs"], fixture["outputs"], fixture["meta"]
@@ -124,7 +120,7 @@ def test_train_losses_match_reference(path: Path) -> None:
 
 
 def test_reference_state_dict_errors_list_keys() -> None:
-    fixture = torch.load(FIXTURES[0], weights_only=True)
+    fixture = torch.load(first_parity_fixture("hyrsm"), weights_only=True)
     head = build_from_fixture(fixture)
     state = dict(fixture["state_dict"])
     head.load_reference_state_dict({f"module.head.{key}": value for key, value in state.items()})

@@ -1,4 +1,4 @@
-"""MoLo against the reference fixtures in ../shared/parity (semantics: its README), ablations, batching, training."""
+"""MoLo against the reference fixtures in tests/data/parity (semantics: its README), ablations, batching, training."""
 
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ from fsar_bench.api import (
     support_to_episode,
 )
 from methods import molo
-from tests.conftest import PARITY_DIR, assert_batched_logits_match_single
+from tests.conftest import assert_batched_logits_match_single, first_parity_fixture, parity_fixtures
 
 TOLERANCE = {"atol": 1e-5, "rtol": 1e-5}
-FIXTURES = sorted(PARITY_DIR.glob("molo_*.pt"))
+FIXTURES = parity_fixtures("molo")
 CONTRASTIVE = ("logits_s2q", "logits_q2s", "logits_s2q_motion", "logits_q2s_motion")
 
 
@@ -77,11 +77,7 @@ def episode_inputs(data: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
     return order, support_maps, query_maps, episode
 
 
-def test_fixtures_present() -> None:
-    assert len(FIXTURES) >= 4, f"expected molo_*.pt fixtures in {PARITY_DIR}"
-
-
-@pytest.mark.parametrize("path", FIXTURES, ids=lambda path: path.stem)
+@pytest.mark.parametrize("path", FIXTURES)
 def test_eval_outputs_match_reference(path: Path) -> None:
     data = fixture(path)
     outputs, reference, meta = data["outputs"]["eval"], data["outputs"]["intermediates"], data["meta"]
@@ -111,7 +107,7 @@ def test_eval_outputs_match_reference(path: Path) -> None:
     torch.testing.assert_close(differences[num_support:].flatten(0, 1), reference["motion_diff_query"], **TOLERANCE)
 
 
-@pytest.mark.parametrize("path", FIXTURES, ids=lambda path: path.stem)
+@pytest.mark.parametrize("path", FIXTURES)
 def test_train_losses_and_reconstruction_match_reference(path: Path) -> None:
     data = fixture(path)
     outputs, losses, meta = data["outputs"]["train"], data["outputs"]["loss"], data["meta"]
@@ -149,7 +145,7 @@ def test_train_losses_and_reconstruction_match_reference(path: Path) -> None:
 
 
 def test_reference_state_dict_errors_list_keys() -> None:
-    data = fixture(FIXTURES[0])
+    data = fixture(first_parity_fixture("molo"))
     head = build_from_fixture(data)
     broken = dict(data["state_dict"])
     del broken["up2.conv.double_conv.1.running_var"]

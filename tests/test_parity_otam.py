@@ -1,7 +1,7 @@
 """OTAM parity with the reference fixtures (every ``otam_*.pt`` in the parity folder).
 
 Everything is built from each fixture's meta, so hidden fixtures with other seeds and shapes
-run unchanged. Semantics: ``shared/parity/README.md`` (OTAM).
+run unchanged. Semantics: ``tests/data/parity/README.md`` (OTAM).
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import torch
 
 from fsar_bench.api import HeadConfig, ReferenceStateError, TrainEpisode
 from methods.otam import OTAMHead
-from tests.conftest import PARITY_DIR
+from tests.conftest import first_parity_fixture, parity_fixtures
 
 TOLERANCE = {"atol": 1e-5, "rtol": 1e-5}
-FIXTURES = sorted(PARITY_DIR.glob("otam_*.pt"))
+FIXTURES = parity_fixtures("otam")
 
 
 def _load(path: Path) -> dict:
@@ -51,11 +51,7 @@ def _per_support(reference: torch.Tensor, fixture: dict) -> torch.Tensor:
     return reordered.reshape(reordered.shape[0], meta["way"], meta["shot"], *reordered.shape[2:])
 
 
-def test_fixtures_present() -> None:
-    assert FIXTURES, f"no otam_*.pt in {PARITY_DIR}"
-
-
-@pytest.mark.parametrize("path", FIXTURES, ids=lambda path: path.stem)
+@pytest.mark.parametrize("path", FIXTURES)
 def test_eval_logits_and_intermediates(path: Path) -> None:
     fixture = _load(path)
     head = _build(fixture).eval()
@@ -71,7 +67,7 @@ def test_eval_logits_and_intermediates(path: Path) -> None:
     torch.testing.assert_close(support_to_query[0], _per_support(intermediates["cum_dist_s2q"], fixture), **TOLERANCE)
 
 
-@pytest.mark.parametrize("path", FIXTURES, ids=lambda path: path.stem)
+@pytest.mark.parametrize("path", FIXTURES)
 def test_train_logits_and_losses(path: Path) -> None:
     fixture = _load(path)
     meta, inputs, losses = fixture["meta"], fixture["inputs"], fixture["outputs"]["loss"]

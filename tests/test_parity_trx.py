@@ -1,7 +1,7 @@
 """TRX parity with the reference fixtures (every ``trx_*.pt`` in the parity folder).
 
 Everything is built from each fixture's meta (d, T, out dim, way, shot), so hidden fixtures
-with other seeds and shapes run unchanged. Semantics: ``shared/parity/README.md`` (TRX).
+with other seeds and shapes run unchanged. Semantics: ``tests/data/parity/README.md`` (TRX).
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from torch import nn
 
 from fsar_bench.api import HeadConfig, ReferenceStateError, TrainEpisode
 from methods.trx import TRXHead
-from tests.conftest import PARITY_DIR
+from tests.conftest import first_parity_fixture, parity_fixtures
 
 TOLERANCE = {"atol": 1e-5, "rtol": 1e-5}
-FIXTURES = sorted(PARITY_DIR.glob("trx_*.pt"))
+FIXTURES = parity_fixtures("trx")
 
 
 def _load(path: Path) -> dict:
@@ -48,11 +48,7 @@ def _episode_reps(head: TRXHead, fixture: dict) -> tuple[dict, dict]:
     return support, {key: value.unsqueeze(0) for key, value in query.items()}
 
 
-def test_fixtures_present() -> None:
-    assert FIXTURES, f"no trx_*.pt in {PARITY_DIR}"
-
-
-@pytest.mark.parametrize("path", FIXTURES, ids=lambda path: path.stem)
+@pytest.mark.parametrize("path", FIXTURES)
 def test_weights_load_under_our_names(path: Path) -> None:
     fixture = _load(path)
     head = _build(fixture)
@@ -61,7 +57,7 @@ def test_weights_load_under_our_names(path: Path) -> None:
         assert torch.equal(head.state_dict()[ours], reference[theirs]), ours
 
 
-@pytest.mark.parametrize("path", FIXTURES, ids=lambda path: path.stem)
+@pytest.mark.parametrize("path", FIXTURES)
 def test_eval_logits_and_cardinality_logits(path: Path) -> None:
     fixture = _load(path)
     head = _build(fixture).eval()
@@ -75,7 +71,7 @@ def test_eval_logits_and_cardinality_logits(path: Path) -> None:
         torch.testing.assert_close(per_cardinality[index], intermediates[f"trx_logits_card{index}"], **TOLERANCE)
 
 
-@pytest.mark.parametrize("path", FIXTURES, ids=lambda path: path.stem)
+@pytest.mark.parametrize("path", FIXTURES)
 def test_train_logits_and_losses(path: Path) -> None:
     fixture = _load(path)
     meta, inputs, losses = fixture["meta"], fixture["inputs"], fixture["outputs"]["loss"]
@@ -103,7 +99,7 @@ def test_train_logits_and_losses(path: Path) -> None:
 
 
 def _fixture_state() -> tuple[HeadConfig, dict]:
-    fixture = _load(FIXTURES[0])
+    fixture = _load(first_parity_fixture("trx"))
     return _config(fixture["meta"]), dict(fixture["state_dict"])
 
 

@@ -1,4 +1,4 @@
-"""The official split files (read from ../shared/splits, never copied): counts, formats, disjointness, differences."""
+"""The official split files (shipped in splits/official): counts, formats, disjointness, differences."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from fsar_bench.splits import read_partition, read_split_file
 from tests.conftest import SHARED_SPLITS_DIR
 from tests.test_datasets_trees import SPLIT_DIRS
 
-# (classes, videos) per partition, from ../shared/splits/README.md
+# (classes, videos) per partition, from splits/official/README.md
 EXPECTED = {
     "ssv2-full": {"train": (64, 67013), "val": (12, 1926), "test": (24, 2857)},
     "ssv2-small": {"train": (64, 6400), "val": (12, 1200), "test": (24, 2400)},

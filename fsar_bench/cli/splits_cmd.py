@@ -21,7 +21,7 @@ app = typer.Typer(help="Official few-shot split files: fetch and verify.", no_ar
 
 NameArg = Annotated[str, typer.Argument(help="Benchmark name (see `fsar-bench datasets`).")]
 SplitsDirOpt = Annotated[Optional[Path], typer.Option("--splits-dir", help="Folder for the split files "
-                                                      "(default: [datasets.NAME] splits_dir, else [paths] splits/NAME).")]
+                                                      "(default: [datasets.NAME] splits_dir, else [paths] splits/NAME, else the official files shipped in splits/official).")]
 
 
 def _manifest(name: str):
@@ -46,7 +46,7 @@ def fetch(
     from fsar_bench.manifests import fetch_split_files
 
     manifest = _manifest(name)
-    target = splits_dir_for(name, config_from(ctx), DataOptions(splits_dir=splits_dir))
+    target = splits_dir_for(name, config_from(ctx), DataOptions(splits_dir=splits_dir), for_writing=True)
     if manifest.source is not None and from_dir is None:
         stderr.print(f"fetching {name} from {manifest.source.describe()}")
     for file, status in fetch_split_files(manifest, target, from_dir).items():
