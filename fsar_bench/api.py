@@ -191,6 +191,12 @@ class Preprocess:
     std: tuple[float, float, float] | None = (0.225, 0.225, 0.225)
 
 
+PERRETT_RESNET50_PREPROCESS = Preprocess(resize="short-side", resize_to=256, crop=224, mean=None, std=None)
+"""OTAM/TSN/TRX (Perrett library and official TRX): short side 256, centre crop 224, no normalisation."""
+MOLO_RESNET50_PREPROCESS = Preprocess(resize="squash", resize_to=256, crop=224)
+"""MoLo/HyRSM: squash to 256x256, centre crop 224, normalise with mean 0.45, std 0.225."""
+
+
 @dataclass(frozen=True)
 class MethodCard:
     """Everything fsar-bench knows about a method: how to build it and where it comes from.
@@ -302,7 +308,7 @@ class PairwiseHead(FewShotHead):
     Subclasses implement ``pair_scores`` (one score, or a small score tensor, per pair) and
     ``reduce_pairs`` (a class's logit from its K pair scores); ``logits`` is derived from the two.
     Evaluation then scores each distinct pair once, however many episodes share it
-    (``fsar_bench/pairs.py``): 10,000 5-shot episodes hold 1.25 million query/support pairs but a
+    (``fsar_bench/evaluation/pairs.py``): 10,000 5-shot episodes hold 1.25 million query/support pairs but a
     test set of V videos has at most V² distinct ones.
 
     ``pair_scores`` must be batch-invariant: row p of its output may depend on row p of its inputs

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from fsar_bench.errors import ProtocolMismatchError, UsageError
-from fsar_bench.splits import Partition
+from fsar_bench.data.splits import Partition
 
 _TWO_64 = 1 << 64
 

@@ -26,22 +26,22 @@ import torch
 
 import fsar_bench
 from fsar_bench.api import Recipe
-from fsar_bench.backbones import default_backbone
+from fsar_bench.model.backbones import default_backbone
 from fsar_bench.config import Config, recipe_with_overrides
-from fsar_bench.datasets import Benchmark, DataOptions, open_benchmark
+from fsar_bench.data.benchmarks import Benchmark, DataOptions, open_benchmark
 from fsar_bench.episodes import EpisodeSet, Protocol, draw_episodes, save_manifest
 from fsar_bench.errors import DataError, UsageError
-from fsar_bench.cache import EncodingCache, EncodingContext, cache_folder, code_sha256
+from fsar_bench.evaluation.cache import EncodingCache, EncodingContext, cache_folder, code_sha256
 from fsar_bench.distributed import SINGLE, Distributed, from_environment, launched_by_torchrun, single_device
-from fsar_bench.evaluate import choose_episode_batch, encode_unique, episode_accuracy, score_sharded, scoring_workers
-from fsar_bench.model import FSARModel, load_checkpoint_weights, read_checkpoint
+from fsar_bench.evaluation.evaluate import choose_episode_batch, encode_unique, episode_accuracy, score_sharded, scoring_workers
+from fsar_bench.model.network import FSARModel, load_checkpoint_weights, read_checkpoint
 from fsar_bench.progress import step_progress
-from fsar_bench.splits import file_sha256
-from fsar_bench.registry import MethodEntry, discover_methods
+from fsar_bench.data.splits import file_sha256
+from fsar_bench.model.registry import MethodEntry, discover_methods
 from fsar_bench.store import EpisodeRecord, RunStore, check_writable
 from fsar_bench.train import console_progress, train_model
-from fsar_bench.video import open_reader
-from fsar_bench.synthetic import benchmark_data_version
+from fsar_bench.data.video import open_reader
+from fsar_bench.data.synthetic import benchmark_data_version
 
 
 @dataclass(frozen=True)

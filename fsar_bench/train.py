@@ -25,12 +25,12 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from fsar_bench.api import Recipe, TrainEpisode
-from fsar_bench.datasets import Benchmark
+from fsar_bench.data.benchmarks import Benchmark
 from fsar_bench.distributed import SINGLE, Distributed
 from fsar_bench.episodes import EpisodeSet, draw_episode
-from fsar_bench.evaluate import evaluate_accuracy
-from fsar_bench.model import FSARModel, save_checkpoint
-from fsar_bench.video import VideoReader, open_reader, random_segment_indices
+from fsar_bench.evaluation.evaluate import evaluate_accuracy
+from fsar_bench.model.network import FSARModel, save_checkpoint
+from fsar_bench.data.video import VideoReader, open_reader, random_segment_indices
 
 FULL_VIDEO_CACHE_BYTES = 2 << 30  # decoded training videos kept in RAM up to this size
 
@@ -68,7 +68,7 @@ class TrainClipSource:
                 self._cache[video_id] = full
                 self._cached_bytes += full.nbytes
         if len(full) < self.frames:
-            from fsar_bench.video import VideoError
+            from fsar_bench.data.video import VideoError
 
             raise VideoError(self.video_path(video_id), f"has {len(full)} frames, fewer than the {self.frames} sampled")
         return full[random_segment_indices(len(full), self.frames, rng)]

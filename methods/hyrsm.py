@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fsar_bench.api import (
+    MOLO_RESNET50_PREPROCESS,
     FewShotHead,
     HeadConfig,
     LossOutput,
@@ -34,7 +35,6 @@ from fsar_bench.api import (
     add_episode_axis,
     support_to_episode,
 )
-from fsar_bench.backbones import MOLO_RESNET50_PREPROCESS
 from fsar_bench.layers import (
     HyrsmPositionalEncoding,
     PreNormSelfAttention,

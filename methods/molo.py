@@ -27,8 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fsar_bench.api import FewShotHead, HeadConfig, LossOutput, MethodCard, Recipe, Reps, TrainEpisode
-from fsar_bench.backbones import MOLO_RESNET50_PREPROCESS
+from fsar_bench.api import MOLO_RESNET50_PREPROCESS, FewShotHead, HeadConfig, LossOutput, MethodCard, Recipe, Reps, TrainEpisode
 from fsar_bench.layers import (
     HyrsmPositionalEncoding,
     LayoutTolerantConv3d,

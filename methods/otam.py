@@ -26,8 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from fsar_bench.api import MethodCard, PairwiseHead, Recipe, Reps, expand_pairs
-from fsar_bench.backbones import PERRETT_RESNET50_PREPROCESS
+from fsar_bench.api import PERRETT_RESNET50_PREPROCESS, MethodCard, PairwiseHead, Recipe, Reps, expand_pairs
 
 COSINE_EPS = 0.01
 """Added to the product of norms in the frame cosine (reference ``cos_sim(..., epsilon=0.01)``)."""

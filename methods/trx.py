@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fsar_bench.api import (
+    PERRETT_RESNET50_PREPROCESS,
     FewShotHead,
     HeadConfig,
     LossOutput,
@@ -48,7 +49,6 @@ from fsar_bench.api import (
     add_episode_axis,
     support_to_episode,
 )
-from fsar_bench.backbones import PERRETT_RESNET50_PREPROCESS
 
 DEFAULT_OUT_DIM = 1152
 DEFAULT_CARDINALITIES = (2, 3)

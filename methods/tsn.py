@@ -20,8 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from fsar_bench.api import FewShotHead, MethodCard, Recipe
-from fsar_bench.backbones import PERRETT_RESNET50_PREPROCESS
+from fsar_bench.api import PERRETT_RESNET50_PREPROCESS, FewShotHead, MethodCard, Recipe
 
 
 class TSNHead(FewShotHead):

@@ -83,7 +83,7 @@ def assert_batched_logits_match_single(head, support_inputs, query_inputs, shot:
 @pytest.fixture(scope="session")
 def synthetic_cache(tmp_path_factory) -> Path:
     """A cache folder holding the generated synthetic benchmark (made once per test session)."""
-    from fsar_bench.synthetic import SyntheticSpec, ensure_synthetic
+    from fsar_bench.data.synthetic import SyntheticSpec, ensure_synthetic
 
     cache = tmp_path_factory.mktemp("fsar-cache")
     ensure_synthetic(cache / "datasets", SyntheticSpec())

@@ -12,8 +12,8 @@ import torch
 from typer.testing import CliRunner
 
 import fsar_bench
-from fsar_bench import cache as cache_module
-from fsar_bench.cache import (
+from fsar_bench.evaluation import cache as cache_module
+from fsar_bench.evaluation.cache import (
     CacheFullError,
     EncodingCache,
     EncodingContext,
@@ -63,7 +63,7 @@ def test_code_digest_covers_the_method_file(tmp_path):
     from methods.otam import OTAMHead
     from methods.tsn import TSNHead
 
-    from fsar_bench.cache import code_sha256
+    from fsar_bench.evaluation.cache import code_sha256
 
     assert len(code_sha256(OTAMHead)) == 64 and code_sha256(OTAMHead) != code_sha256(TSNHead)
 
@@ -241,7 +241,7 @@ def test_temp_files_of_killed_runs_are_removed_once_stale(tmp_path):
 def test_code_digest_fails_loudly_when_a_hashed_module_has_no_source(monkeypatch):
     import inspect
 
-    from fsar_bench.cache import code_sha256
+    from fsar_bench.evaluation.cache import code_sha256
     from fsar_bench.errors import FsarError
     from methods.otam import OTAMHead
 

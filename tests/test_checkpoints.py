@@ -17,8 +17,8 @@ import torch
 from typer.testing import CliRunner
 
 from fsar_bench.cli.main import app
-from fsar_bench.model import FSARModel, save_checkpoint
-from fsar_bench.registry import discover_methods
+from fsar_bench.model.network import FSARModel, save_checkpoint
+from fsar_bench.model.registry import discover_methods
 from tests.conftest import PROJECT_ROOT, write_bench_toml
 
 SYNTHETIC_TRAIN_CLASSES = 28
@@ -99,8 +99,8 @@ def test_checkpoint_paths_follow_the_recipe_and_survive_new_default_fields(confi
     from dataclasses import asdict
 
     from fsar_bench.config import load_config
-    from fsar_bench.datasets import open_benchmark
-    from fsar_bench.synthetic import benchmark_data_version
+    from fsar_bench.data.benchmarks import open_benchmark
+    from fsar_bench.data.synthetic import benchmark_data_version
     from fsar_bench.runner import build_model, default_checkpoint_path, get_method, method_recipe
 
     settings = load_config(config)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fsar_bench.backbones import RESNET50_IMAGENET_FILE, SmallCNN, build_backbone
+from fsar_bench.model.backbones import RESNET50_IMAGENET_FILE, SmallCNN, build_backbone
 from fsar_bench.errors import DataError
 
 

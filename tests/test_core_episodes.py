@@ -11,8 +11,8 @@ import pytest
 
 from fsar_bench.episodes import Protocol, draw_episodes, load_manifest, save_manifest
 from fsar_bench.errors import UsageError
-from fsar_bench.splits import read_partition
-from fsar_bench.video import random_segment_indices, segment_centre_indices
+from fsar_bench.data.splits import read_partition
+from fsar_bench.data.video import random_segment_indices, segment_centre_indices
 from tests.conftest import SHARED_SPLITS_DIR
 
 UCF_TEST = SHARED_SPLITS_DIR / "trx" / "ucf_ARN" / "testlist03.txt"
@@ -33,7 +33,7 @@ def ucf_test():
 FINGERPRINT_SCRIPT = """
 import sys
 from pathlib import Path
-from fsar_bench.splits import read_partition
+from fsar_bench.data.splits import read_partition
 from fsar_bench.episodes import Protocol, draw_episodes
 p = read_partition(Path(sys.argv[1]), "test")
 protocol = Protocol("ucf101", "test", p.sha256, 5, 5, 1, 300, 8, 224, 0)

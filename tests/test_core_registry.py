@@ -7,7 +7,7 @@ import textwrap
 import pytest
 
 from fsar_bench.errors import UnknownNameError, UsageError
-from fsar_bench.registry import discover_methods
+from fsar_bench.model.registry import discover_methods
 from tests.conftest import PROJECT_ROOT
 
 PLUGIN = textwrap.dedent('''

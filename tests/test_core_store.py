@@ -11,7 +11,7 @@ import pytest
 from fsar_bench.errors import ProtocolMismatchError
 from fsar_bench.report import collect_runs
 from fsar_bench.store import RECORDS_FILE, EpisodeRecord, RunStore, StoreError, check_writable
-from fsar_bench.synthetic import benchmark_data_version
+from fsar_bench.data.synthetic import benchmark_data_version
 
 
 def _stamps(**changes):

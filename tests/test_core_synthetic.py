@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fsar_bench.splits import check_disjoint, read_partition
-from fsar_bench.synthetic import MOTION_PAIRS, SyntheticSpec, render_video, synthetic_classes, write_mp4
-from fsar_bench.video import PyAVReader, open_reader, read_clip
+from fsar_bench.data.splits import check_disjoint, read_partition
+from fsar_bench.data.synthetic import MOTION_PAIRS, SyntheticSpec, render_video, synthetic_classes, write_mp4
+from fsar_bench.data.video import PyAVReader, open_reader, read_clip
 
 
 def _root(cache: Path) -> Path:

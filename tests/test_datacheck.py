@@ -121,7 +121,7 @@ def test_bad_partition_is_a_usage_error(tmp_path):
 
 def test_every_split_line_of_the_real_files_resolves_to_a_distinct_path(tmp_path, media):
     from fsar_bench.config import load_config
-    from fsar_bench.datasets import open_benchmark
+    from fsar_bench.data.benchmarks import open_benchmark
 
     lines = split_lines("kinetics100-molo", "val")
     config = load_config(write_config(tmp_path, {"kinetics100-molo": {"root": str(tmp_path)}}))

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from fsar_bench.config import load_config
-from fsar_bench.datasets import open_benchmark
+from fsar_bench.data.benchmarks import open_benchmark
 from fsar_bench.episodes import Protocol
 from tests.conftest import SHARED_SPLITS_DIR
 from tests.test_datasets_acceptance import CI_RUN, check_and_run, media, run_stamps, setup_tree  # noqa: F401 (fixture)

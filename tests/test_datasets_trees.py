@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from fsar_bench.cli.main import app
 from fsar_bench.config import load_config
-from fsar_bench.datasets import DataOptions, open_benchmark
+from fsar_bench.data.benchmarks import DataOptions, open_benchmark
 from fsar_bench.errors import DataError
 from tests.conftest import PROJECT_ROOT, SHARED_SPLITS_DIR
 

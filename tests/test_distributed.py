@@ -119,7 +119,7 @@ def test_two_processes_match_one_and_a_dying_rank_resumes(tmp_path, synthetic_ca
 
 def test_ddp_training_matches_one_process(tmp_path, synthetic_cache):
     from fsar_bench.config import load_config
-    from fsar_bench.datasets import open_benchmark
+    from fsar_bench.data.benchmarks import open_benchmark
     from fsar_bench.runner import build_model, default_checkpoint_path, get_method, train_checkpoint
 
     methods = _plugins(tmp_path)

@@ -11,10 +11,10 @@ import torch
 
 from fsar_bench.api import FewShotHead, HeadConfig, PairwiseHead, index_reps
 from fsar_bench.episodes import EpisodeSet, Protocol
-from fsar_bench.evaluate import choose_episode_batch, episode_bytes, score_episodes, score_sharded
-from fsar_bench.pairs import PairScoreTable
-from fsar_bench.peak_memory import PeakMemory
-from fsar_bench.registry import discover_methods
+from fsar_bench.evaluation.evaluate import choose_episode_batch, episode_bytes, score_episodes, score_sharded
+from fsar_bench.evaluation.pairs import PairScoreTable
+from fsar_bench.evaluation.peak_memory import PeakMemory
+from fsar_bench.model.registry import discover_methods
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 REGISTRY = discover_methods(PROJECT_ROOT / "methods")

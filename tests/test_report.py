@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from fsar_bench import stats
+from fsar_bench.report import stats
 from fsar_bench.errors import UnknownNameError, UsageError
 from fsar_bench.report import build_report, collect_runs, format_table, load_results
 from fsar_bench.report.runs import LoadedResults, RunData, classify_protocol

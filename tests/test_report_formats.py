@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fsar_bench import plots
+from fsar_bench.report import plots
 from fsar_bench.report import build_report, load_results, render_any, write_outputs
 from fsar_bench.report.formats import tex_escape
 from fsar_bench.report.model import FriedmanSummary

@@ -18,7 +18,7 @@ import numpy as np
 
 from fsar_bench.episodes import Protocol
 from fsar_bench.store import EpisodeRecord, RunStore
-from fsar_bench.synthetic import benchmark_data_version
+from fsar_bench.data.synthetic import benchmark_data_version
 
 QUERIES = 5  # 5-way, 1 query per class
 STANDARD = {"way": 5, "queries_per_class": 1, "episodes": 200, "frames": 8, "seed": 0}

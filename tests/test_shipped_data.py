@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from fsar_bench.manifests import load_manifest, manifest_names
+from fsar_bench.data.manifests import load_manifest, manifest_names
 from tests.conftest import PROJECT_ROOT, SHARED_SPLITS_DIR
 
 SHIPPED_PARITY = PROJECT_ROOT / "tests" / "data" / "parity"
@@ -37,7 +37,7 @@ def test_every_official_benchmark_reads_its_shipped_split_files(name):
 
 def test_a_plain_config_reads_the_shipped_split_files_offline(tmp_path, monkeypatch):
     from fsar_bench.config import load_config
-    from fsar_bench.datasets import open_benchmark
+    from fsar_bench.data.benchmarks import open_benchmark
 
     monkeypatch.chdir(tmp_path)  # no splits/ folder here: the shipped files are found through the manifest
     benchmark = open_benchmark("ucf101", load_config(None))

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from fsar_bench import manifests
+from fsar_bench.data import manifests
 from fsar_bench.config import load_config
-from fsar_bench.datasets import DataOptions, open_benchmark
+from fsar_bench.data.benchmarks import DataOptions, open_benchmark
 from fsar_bench.errors import DataError, ProtocolMismatchError
-from fsar_bench.splits import SplitError, build_partition, read_split_file
+from fsar_bench.data.splits import SplitError, build_partition, read_split_file
 from tests.conftest import SHARED_SPLITS_DIR
 from tests.test_datasets_trees import SPLIT_DIRS, finegym_lists, invoke, write_config
 

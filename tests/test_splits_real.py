@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from fsar_bench.config import load_config
-from fsar_bench.datasets import DataOptions, open_benchmark
+from fsar_bench.data.benchmarks import DataOptions, open_benchmark
 from fsar_bench.episodes import Protocol, draw_episodes
-from fsar_bench.manifests import load_manifest, manifest_names
-from fsar_bench.splits import read_partition, read_split_file
+from fsar_bench.data.manifests import load_manifest, manifest_names
+from fsar_bench.data.splits import read_partition, read_split_file
 from tests.conftest import SHARED_SPLITS_DIR
 from tests.test_datasets_trees import SPLIT_DIRS
 

@@ -1,4 +1,4 @@
-"""Tests for fsar_bench.stats: every statistic against scipy or a hand computation."""
+"""Tests for fsar_bench.report.stats: every statistic against scipy or a hand computation."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from fsar_bench import stats
-from fsar_bench.stats import (
+from fsar_bench.report import stats
+from fsar_bench.report.stats import (
     friedman,
     holm,
     mark_best,

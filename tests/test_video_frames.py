@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fsar_bench.loading import iterate_clip_batches
-from fsar_bench.video import FrameFolderReader, VideoError, list_frames, open_reader, read_clip
+from fsar_bench.data.loading import iterate_clip_batches
+from fsar_bench.data.video import FrameFolderReader, VideoError, list_frames, open_reader, read_clip
 from tests.test_datasets_trees import write_frames, write_video
 
 ENGINES = ["decord", "pyav"]
@@ -75,7 +75,7 @@ def test_bad_frame_folders_raise_named_kinds(tmp_path):
 
 
 def _choose(path, total):
-    from fsar_bench.video import clip_choice
+    from fsar_bench.data.video import clip_choice
 
     return sorted({*clip_choice(path, 8)(total), total - 1})
 

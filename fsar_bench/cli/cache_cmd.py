@@ -1,7 +1,7 @@
 """`fsar-bench cache info` and `fsar-bench cache clear`: the on-disk encoding cache.
 
 The cache lives in ``<[paths] cache>/encodings/v<format>/`` (one checksummed file per encoded video,
-see ``fsar_bench.cache``) and is kept under ``[run] cache_max_gb`` by dropping the least recently
+see ``fsar_bench.evaluation.cache``) and is kept under ``[run] cache_max_gb`` by dropping the least recently
 used entries. Clearing it is always safe: a run that needs an entry encodes the video again.
 
 Usage::
@@ -31,7 +31,7 @@ def _size(num_bytes: float) -> str:
 @handle_errors
 def info(ctx: typer.Context) -> None:
     """Print the cache folder, its entries and size (stdout), and the size limit."""
-    from fsar_bench.cache import cache_folder, cache_info
+    from fsar_bench.evaluation.cache import cache_folder, cache_info
 
     config = config_from(ctx)
     details = cache_info(cache_folder(config.path("cache")))
@@ -51,7 +51,7 @@ def info(ctx: typer.Context) -> None:
 @handle_errors
 def clear(ctx: typer.Context) -> None:
     """Delete every cached encoding (every format). Safe while runs are going: they re-encode."""
-    from fsar_bench.cache import cache_folder, clear_cache
+    from fsar_bench.evaluation.cache import cache_folder, clear_cache
 
     config = config_from(ctx)
     files, size = clear_cache(cache_folder(config.path("cache")))

@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
     @handle_errors
     def methods_command(ctx: typer.Context) -> None:
         """List every method with its origin file; plugins that failed to load are shown by file and line."""
-        from fsar_bench.registry import discover_methods
+        from fsar_bench.model.registry import discover_methods
 
         config = config_from(ctx)
         registry = discover_methods(config.path("methods"))
@@ -39,7 +39,7 @@ def register(app: typer.Typer) -> None:
     @handle_errors
     def datasets_command(ctx: typer.Context) -> None:
         """List the benchmarks and where their data is expected."""
-        from fsar_bench.datasets import BENCHMARK_DESCRIPTIONS, benchmark_names
+        from fsar_bench.data.benchmarks import BENCHMARK_DESCRIPTIONS, benchmark_names
 
         config = config_from(ctx)
         table = Table(title="datasets")

@@ -17,7 +17,7 @@ from rich.markup import escape
 
 from fsar_bench.config import Config, load_config
 from fsar_bench.errors import FsarError, UsageError
-from fsar_bench.video import VideoError
+from fsar_bench.data.video import VideoError
 
 stderr = Console(stderr=True, highlight=False)
 stdout = Console(highlight=False)

@@ -35,7 +35,7 @@ def synth(
     force: Annotated[bool, typer.Option("--force", help="Regenerate even if present.")] = False,
 ) -> None:
     """Write the synthetic benchmark's mp4 videos and split files (deterministic from its seed)."""
-    from fsar_bench.synthetic import SyntheticSpec, ensure_synthetic
+    from fsar_bench.data.synthetic import SyntheticSpec, ensure_synthetic
 
     config = config_from(ctx)
     started = time.time()
@@ -63,8 +63,8 @@ def check(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.table import Table
 
-    from fsar_bench.datacheck import check_benchmark
-    from fsar_bench.datasets import PARTITIONS, DataOptions, open_benchmark
+    from fsar_bench.data.check import check_benchmark
+    from fsar_bench.data.benchmarks import PARTITIONS, DataOptions, open_benchmark
 
     if partition is not None and partition not in PARTITIONS:
         raise UsageError(f"--partition must be one of {', '.join(PARTITIONS)}, got {partition!r}")

@@ -30,7 +30,7 @@ FORMAT_HELP = "terminal | markdown | csv | latex | json (table = terminal)."
 
 def published_numbers(config: Config) -> dict[str, dict[tuple[str, int], float]]:
     """Published accuracies of every method card; a plugin that fails to load is a warning, never an error."""
-    from fsar_bench.registry import discover_methods
+    from fsar_bench.model.registry import discover_methods
 
     try:
         registry = discover_methods(config.path("methods"))

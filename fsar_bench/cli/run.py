@@ -33,7 +33,7 @@ TrustSplitsOpt = Annotated[bool, typer.Option("--trust-splits", help="Accept spl
 
 
 def _data_options(splits_dir: Optional[Path], allow_missing: bool, trust_splits: bool):
-    from fsar_bench.datasets import DataOptions
+    from fsar_bench.data.benchmarks import DataOptions
 
     return DataOptions(splits_dir=splits_dir, allow_missing=allow_missing, trust_splits=trust_splits)
 
@@ -148,7 +148,7 @@ def register(app: typer.Typer) -> None:
         trust_splits: TrustSplitsOpt = False,
     ) -> None:
         """Meta-train on the train split, select on val (the test split is never read)."""
-        from fsar_bench.datasets import open_benchmark
+        from fsar_bench.data.benchmarks import open_benchmark
         from fsar_bench.runner import build_model, default_checkpoint_path, get_method, resolve_device, train_checkpoint
 
         config = config_from(ctx, _cli_values(None, None, device, backbone, backbone_weights, train_seed, results, workers))

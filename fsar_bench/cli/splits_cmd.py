@@ -25,7 +25,7 @@ SplitsDirOpt = Annotated[Optional[Path], typer.Option("--splits-dir", help="Fold
 
 
 def _manifest(name: str):
-    from fsar_bench.manifests import load_manifest, manifest_names
+    from fsar_bench.data.manifests import load_manifest, manifest_names
 
     if name not in manifest_names():
         raise UnknownNameError("benchmark with split files", name, manifest_names(),
@@ -42,8 +42,8 @@ def fetch(
     from_dir: Annotated[Optional[Path], typer.Option("--from", help="Copy from this local folder instead of downloading.")] = None,
 ) -> None:
     """Download the split files from their pinned public source and verify their sha256."""
-    from fsar_bench.datasets import DataOptions, splits_dir_for
-    from fsar_bench.manifests import fetch_split_files
+    from fsar_bench.data.benchmarks import DataOptions, splits_dir_for
+    from fsar_bench.data.manifests import fetch_split_files
 
     manifest = _manifest(name)
     target = splits_dir_for(name, config_from(ctx), DataOptions(splits_dir=splits_dir), for_writing=True)
@@ -60,8 +60,8 @@ def show(ctx: typer.Context, name: NameArg, splits_dir: SplitsDirOpt = None) -> 
     """Print a benchmark's split manifest and the state of the local copies."""
     from rich.table import Table
 
-    from fsar_bench.datasets import DataOptions, splits_dir_for
-    from fsar_bench.splits import file_sha256
+    from fsar_bench.data.benchmarks import DataOptions, splits_dir_for
+    from fsar_bench.data.splits import file_sha256
 
     manifest = _manifest(name)
     target = splits_dir_for(name, config_from(ctx), DataOptions(splits_dir=splits_dir))

@@ -3,7 +3,7 @@
 Modules: ``runs`` reads run folders (and keeps the one-row-per-run ``collect_runs``/``format_table``
 that `fsar-bench run` prints); ``analysis`` builds the ``Report`` (tables per episode set, paired
 comparisons, seeds, published numbers, Friedman); ``cells`` words every cell; ``formats`` renders
-Markdown, LaTeX, CSV and JSON; ``terminal`` renders rich tables. Figures are in ``fsar_bench.plots``.
+Markdown, LaTeX, CSV and JSON; ``terminal`` renders rich tables. Figures are in ``fsar_bench.report.plots``.
 
 Usage::
 
@@ -47,7 +47,7 @@ def write_outputs(report: Report, folder: Path, detailed: bool = False, plots: b
         path.write_text(render_any(report, fmt, detailed), encoding="utf-8")
         written.append(path)
     if plots:
-        from fsar_bench.plots import write_plots
+        from fsar_bench.report.plots import write_plots
 
         written += write_plots(report, folder / "plots")
     return written

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fsar_bench import stats
+from fsar_bench.report import stats
 from fsar_bench.errors import ProtocolMismatchError, UnknownNameError, UsageError
 from fsar_bench.report.model import (
     CellTable, FriedmanSummary, IncompleteRun, NotShown, Report, ReportSettings, Row, RunSummary,

@@ -1,7 +1,7 @@
 """The report as values: tables of rows with their statistics, Friedman across cells, and what was left out.
 
 ``build_report`` (in ``fsar_bench.report.analysis``) makes a ``Report``; the renderers turn it into
-terminal, Markdown, CSV, LaTeX and JSON text, and ``fsar_bench.plots`` into figures. A ``Report``
+terminal, Markdown, CSV, LaTeX and JSON text, and ``fsar_bench.report.plots`` into figures. A ``Report``
 is plain data: nothing here reads files or draws random numbers.
 
 Usage::
@@ -20,7 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fsar_bench.report.runs import SkippedRun
-from fsar_bench.stats import MeanCI, PairedComparison
+from fsar_bench.report.stats import MeanCI, PairedComparison
 
 
 @dataclass(frozen=True)

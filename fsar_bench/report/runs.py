@@ -34,9 +34,9 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from fsar_bench.stats import mean_ci
+from fsar_bench.report.stats import mean_ci
 from fsar_bench.store import RECORDS_FILE, STAMPS_FILE, SUMMARY_FILE, StoreError, read_records, run_folders
-from fsar_bench.synthetic import benchmark_data_version
+from fsar_bench.data.synthetic import benchmark_data_version
 
 STATUSES = ("complete", "smoke", "other-protocol", "incomplete")
 PROTOCOL_KEYS = ("way", "queries_per_class", "frames", "seed")

@@ -19,7 +19,7 @@ import torch
 
 from fsar_bench.api import FewShotHead, HeadConfig, cat_reps
 from fsar_bench.episodes import EpisodeSet, Protocol
-from fsar_bench.registry import discover_methods
+from fsar_bench.model.registry import discover_methods
 
 FULL = os.environ.get("FSAR_BENCH_FULL") == "1"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]

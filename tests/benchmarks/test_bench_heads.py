@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from fsar_bench.api import PairwiseHead, reps_num_videos
-from fsar_bench.evaluate import choose_episode_batch, episode_bytes, score_episodes, scoring_workers
-from fsar_bench.pairs import PairScoreTable, pair_bytes
+from fsar_bench.evaluation.evaluate import choose_episode_batch, episode_bytes, score_episodes, scoring_workers
+from fsar_bench.evaluation.pairs import PairScoreTable, pair_bytes
 from tests.benchmarks._common import (
     FRAMES, FULL, WAY, build_head, matmul_gflops, peak_rss_reset, random_encodings, random_episodes, report, rss_kib,
 )

@@ -19,12 +19,12 @@ import numpy as np
 import pytest
 import torch
 
-from fsar_bench.cache import EncodingCache, cache_folder
+from fsar_bench.evaluation.cache import EncodingCache, cache_folder
 from fsar_bench.config import load_config
-from fsar_bench.datasets import open_benchmark
+from fsar_bench.data.benchmarks import open_benchmark
 from fsar_bench.episodes import draw_episodes
-from fsar_bench.evaluate import encode_clips, encode_videos, episode_accuracy, score_episodes
-from fsar_bench.loading import iterate_clip_batches
+from fsar_bench.evaluation.evaluate import encode_clips, encode_videos, episode_accuracy, score_episodes
+from fsar_bench.data.loading import iterate_clip_batches
 from fsar_bench.runner import build_model, evaluate_into, get_method, make_protocol, state_sha256
 from fsar_bench.store import RunStore
 from tests.benchmarks._common import FULL, PROJECT_ROOT, report, rss_kib

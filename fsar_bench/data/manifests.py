@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from fsar_bench.errors import DataError
-from fsar_bench.splits import LINE_FORMATS, file_sha256
+from fsar_bench.data.splits import LINE_FORMATS, file_sha256
 
-MANIFEST_DIR = Path(__file__).resolve().parents[1] / "splits"
+MANIFEST_DIR = Path(__file__).resolve().parents[2] / "splits"
 """The project's ``splits/`` folder, next to the package (editable install / source checkout)."""
 
 _TOP_KEYS = {"name", "title", "description", "comparable_to_papers", "line_format", "source", "partitions",

@@ -11,7 +11,7 @@ the head's batched ``logits`` scores them all at once. The batch size comes from
 3-episode probe). On CPU, batches run in ``workers`` threads of one intra-op thread each (no OpenMP
 barrier per small op, which on a shared machine costs more than the op). Every head is
 batch-invariant: results are bit-identical to scoring episodes one at a time (tests/test_evaluate.py).
-A ``PairwiseHead`` (OTAM) is scored through ``fsar_bench/pairs.py`` instead: each distinct
+A ``PairwiseHead`` (OTAM) is scored through ``fsar_bench/evaluation/pairs.py`` instead: each distinct
 (query, support video) pair once, then the episodes gather their pair scores.
 
 Usage::
@@ -36,13 +36,13 @@ import numpy as np
 import torch
 
 from fsar_bench.api import FewShotHead, PairwiseHead, Reps, cat_reps, index_reps, map_reps
-from fsar_bench.cache import EncodingCache, entry_key
+from fsar_bench.evaluation.cache import EncodingCache, entry_key
 from fsar_bench.distributed import SINGLE, Distributed
 from fsar_bench.episodes import EpisodeSet
-from fsar_bench.loading import iterate_clip_batches
-from fsar_bench.model import FSARModel
-from fsar_bench.pairs import score_pairwise
-from fsar_bench.peak_memory import linear_peak_bytes, memory_budget
+from fsar_bench.data.loading import iterate_clip_batches
+from fsar_bench.model.network import FSARModel
+from fsar_bench.evaluation.pairs import score_pairwise
+from fsar_bench.evaluation.peak_memory import linear_peak_bytes, memory_budget
 
 ProgressFn = Callable[[int], None]
 MAX_EPISODE_BATCH = 4096

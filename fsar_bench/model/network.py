@@ -20,9 +20,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fsar_bench.api import FewShotHead, HeadConfig, MethodCard, Preprocess, Reps
-from fsar_bench.backbones import build_backbone, default_preprocess
+from fsar_bench.model.backbones import build_backbone, default_preprocess
 from fsar_bench.errors import DataError, ProtocolMismatchError
-from fsar_bench.splits import file_sha256
+from fsar_bench.data.splits import file_sha256
 
 CHECKPOINT_FORMAT = 1
 

@@ -89,8 +89,8 @@ class EncodingContext:
 
 
 # The package modules whose code an encoding depends on (besides the head's own module).
-ENCODING_CODE_MODULES = ("fsar_bench.api", "fsar_bench.backbones", "fsar_bench.layers", "fsar_bench.model",
-                         "fsar_bench.video")
+ENCODING_CODE_MODULES = ("fsar_bench.api", "fsar_bench.model.backbones", "fsar_bench.layers", "fsar_bench.model.network",
+                         "fsar_bench.data.video")
 
 
 def code_sha256(head_class: type) -> str:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from fsar_bench.video import VideoError, VideoReader, clip_choice, open_reader
+from fsar_bench.data.video import VideoError, VideoReader, clip_choice, open_reader
 
 
 class ClipDataset(Dataset):

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from fsar_bench.api import Preprocess
+from fsar_bench.api import MOLO_RESNET50_PREPROCESS, PERRETT_RESNET50_PREPROCESS, Preprocess  # noqa: F401 (re-exported)
 from fsar_bench.errors import DataError, UsageError
 
 RESNET50_IMAGENET_FILE = "resnet50-0676ba61.pth"  # torchvision's ResNet50_Weights.IMAGENET1K_V1
@@ -112,12 +112,6 @@ def build_backbone(name: str, weights: str = "imagenet", dim: int = 128) -> nn.M
 def default_backbone(dataset: str) -> str:
     """``small-cnn`` for the CPU-sized synthetic benchmark, ResNet-50 for real benchmarks."""
     return "small-cnn" if dataset == "synthetic" else "resnet50"
-
-
-PERRETT_RESNET50_PREPROCESS = Preprocess(resize="short-side", resize_to=256, crop=224, mean=None, std=None)
-"""OTAM/TSN/TRX (Perrett library and official TRX): short side 256, centre crop 224, no normalisation."""
-MOLO_RESNET50_PREPROCESS = Preprocess(resize="squash", resize_to=256, crop=224)
-"""MoLo/HyRSM: squash to 256x256, centre crop 224, normalise with mean 0.45, std 0.225."""
 
 
 def default_preprocess(backbone: str) -> Preprocess:

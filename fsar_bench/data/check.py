@@ -3,7 +3,7 @@
 Without ``decode``: each video file exists and is not empty; each frame folder holds at least T
 frames. With ``decode``: each video also opens, has at least T frames and every frame decodes
 (training reads them all; truncation and damage show anywhere in the file). Every problem is
-listed (never only the first), by kind (``fsar_bench.video.PROBLEM_KINDS``).
+listed (never only the first), by kind (``fsar_bench.data.video.PROBLEM_KINDS``).
 
 Usage::
 
@@ -24,10 +24,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fsar_bench.video import VideoError, VideoReader, list_frames, open_reader
+from fsar_bench.data.video import VideoError, VideoReader, list_frames, open_reader
 
 if TYPE_CHECKING:
-    from fsar_bench.datasets import Benchmark
+    from fsar_bench.data.benchmarks import Benchmark
 
 _READERS: dict[str | None, VideoReader] = {}  # one reader per worker process and backend
 

@@ -8,7 +8,7 @@ with 5 queries has accuracy in {0, 20, ..., 100}. Differences are in percentage 
 
 Usage::
 
-    from fsar_bench import stats
+    from fsar_bench.report import stats
 
     cell = stats.mean_ci(acc_otam)                       # acc_otam: [E] per-episode accuracy
     print(f"{cell.mean:.2f} ± {cell.ci95:.2f} (N={cell.n})")

@@ -8,7 +8,7 @@ found under ``[datasets.NAME] root`` with a *layout*: a path template such as
 Usage::
 
     benchmark = open_benchmark("ucf101", config, DataOptions(splits_dir=Path("/data/splits")))
-    test = benchmark.partition("test")              # the split as written (fsar_bench.splits.Partition)
+    test = benchmark.partition("test")              # the split as written (fsar_bench.data.splits.Partition)
     test = benchmark.present_partition("test")      # refuses missing videos (or drops them: allow_missing)
     path = benchmark.video_path(test.all_video_ids()[0])
 """
@@ -22,10 +22,10 @@ from pathlib import Path
 
 from fsar_bench.config import Config
 from fsar_bench.errors import DataError, ProtocolMismatchError, UnknownNameError
-from fsar_bench.manifests import SplitManifest, load_manifest, manifest_names, manual_instructions
-from fsar_bench.splits import (Partition, SplitError, SplitEntry, build_partition, check_disjoint, file_sha256,
+from fsar_bench.data.manifests import SplitManifest, load_manifest, manifest_names, manual_instructions
+from fsar_bench.data.splits import (Partition, SplitError, SplitEntry, build_partition, check_disjoint, file_sha256,
                                read_partition, read_split_file)
-from fsar_bench.synthetic import SyntheticSpec, benchmark_data_version, ensure_synthetic
+from fsar_bench.data.synthetic import SyntheticSpec, benchmark_data_version, ensure_synthetic
 
 PARTITIONS = ("train", "val", "test")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".webm", ".mkv")

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from fsar_bench.api import PairwiseHead, Reps, index_reps, reps_num_videos
 from fsar_bench.episodes import EpisodeSet
-from fsar_bench.peak_memory import linear_peak_bytes, memory_budget
+from fsar_bench.evaluation.peak_memory import linear_peak_bytes, memory_budget
 
 CHUNK_SCRATCH_BYTES = 16 << 20
 """Scratch per pair chunk on CPU, at most (on GPU the budget alone). Larger chunks run slower on CPU:

@@ -6,7 +6,7 @@ display is needed.
 
 Usage::
 
-    from fsar_bench import plots
+    from fsar_bench.report import plots
     figure = plots.accuracy_vs_shots(report)                   # one panel per dataset, CI bars
     figure = plots.difference_distribution(table, table.row("tsn"))
     figure = plots.cd_diagram(report.friedman)

@@ -1,0 +1,1 @@
+"""Evaluation: encode each unique video once, the encoding cache, batched and pairwise scoring, memory budget."""

@@ -1,0 +1,1 @@
+"""The model: method registry, backbones, the network (preprocess + backbone + head) and its checkpoints."""
