@@ -103,9 +103,11 @@ def test_sha256_mismatch_exits_4_unless_trusted_and_is_recorded(tmp_path):
 
 
 def test_missing_split_file_says_how_to_get_it(tmp_path):
-    result = invoke(write_config(tmp_path, {"hmdb51": {"root": str(tmp_path)}}), "data", "check", "hmdb51")
+    empty = tmp_path / "my-splits"  # a splits_dir set by the user overrides the shipped files
+    empty.mkdir()
+    result = invoke(write_config(tmp_path, {"hmdb51": {"root": str(tmp_path), "splits_dir": str(empty)}}), "data", "check", "hmdb51")
     assert result.exit_code == 3
-    assert f"split file {tmp_path / 'splits' / 'hmdb51' / 'trainlist03.txt'} of hmdb51 does not exist" in result.output
+    assert f"split file {empty / 'trainlist03.txt'} of hmdb51 does not exist" in result.output
     assert "fsar-bench splits fetch hmdb51" in result.output and "--splits-dir" in result.output
 
 
