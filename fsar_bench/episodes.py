@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from fsar_bench.errors import ProtocolMismatchError, UsageError
+from fsar_bench.files import atomic_write, json_sha256
 from fsar_bench.data.splits import Partition
 
 _TWO_64 = 1 << 64
@@ -70,7 +69,7 @@ class Protocol:
 
     @property
     def fingerprint(self) -> str:
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+        return json_sha256(self.to_dict())
 
     def check_feasible(self, partition: Partition) -> None:
         """Raise UsageError when the partition cannot supply this protocol (naming class and counts)."""
@@ -182,9 +181,7 @@ def save_manifest(episodes: EpisodeSet, folder: Path) -> Path:
     path = folder / f"{episodes.fingerprint[:16]}.npz"
     if path.exists():
         return path
-    handle, temp = tempfile.mkstemp(dir=folder, suffix=".npz.tmp")
-    with os.fdopen(handle, "wb") as stream:
-        np.savez_compressed(
+    atomic_write(path, lambda stream: np.savez_compressed(
             stream,
             protocol=np.array(json.dumps(episodes.protocol.to_dict(), sort_keys=True)),
             video_ids=np.array(episodes.video_ids),
@@ -193,8 +190,7 @@ def save_manifest(episodes: EpisodeSet, folder: Path) -> Path:
             query=episodes.query,
             query_labels=episodes.query_labels,
             fingerprint=np.array(episodes.fingerprint),
-        )
-    os.replace(temp, path)
+    ))
     return path
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import hashlib
-import json
 import os
 import platform
 import subprocess
@@ -34,9 +33,10 @@ from fsar_bench.errors import DataError, UsageError
 from fsar_bench.evaluation.cache import EncodingCache, EncodingContext, cache_folder, code_sha256
 from fsar_bench.distributed import SINGLE, Distributed, from_environment, launched_by_torchrun, single_device
 from fsar_bench.evaluation.evaluate import choose_episode_batch, encode_unique, episode_accuracy, score_sharded, scoring_workers
-from fsar_bench.model.network import FSARModel, load_checkpoint_weights, read_checkpoint
+from fsar_bench.model.checkpoints import load_checkpoint_weights, read_checkpoint
+from fsar_bench.model.network import FSARModel
 from fsar_bench.progress import step_progress
-from fsar_bench.data.splits import file_sha256
+from fsar_bench.files import file_sha256, json_sha256, write_json_atomic
 from fsar_bench.model.registry import MethodEntry, discover_methods
 from fsar_bench.store import EpisodeRecord, RunStore, check_writable
 from fsar_bench.train import console_progress, train_model
@@ -117,7 +117,7 @@ def default_checkpoint_path(config: Config, model: FSARModel, dataset: str, shot
               if not (key in RECIPE_FIELDS_SINCE_V2 and value == RECIPE_FIELDS_SINCE_V2[key])}
     data_version = benchmark_data_version(dataset)
     keyed = [fields, spec, data_version] if data_version else [fields, spec]
-    recipe_digest = hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    recipe_digest = json_sha256(keyed)[:8]
     name = (f"{spec['method']}__{dataset}__{shot}shot__{spec['backbone']}__T{spec['frames']}"
             f"__seed{config.run['train_seed']}__r{recipe_digest}")
     return config.path("results") / "checkpoints" / name / "best.pt"
@@ -188,10 +188,10 @@ def train_checkpoint(config: Config, entry: MethodEntry, benchmark: Benchmark, m
     if not dist.is_main:
         dist.barrier()
         return
-    (path.parent / "training.json").write_text(json.dumps({
+    write_json_atomic(path.parent / "training.json", {
         "recipe": asdict(recipe), "best_val_accuracy": result.best_val_accuracy, "best_iteration": result.best_iteration,
         "seconds": result.seconds, "history": result.history, "val_episode_fingerprint": val_episodes.fingerprint,
-    }, indent=1, default=str))
+    })
     os.replace(partial, path)
     dist.barrier()
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from fsar_bench.errors import FsarError, ProtocolMismatchError
+from fsar_bench.files import append_durable, write_json_atomic
 
 RECORDS_FILE, STAMPS_FILE, SUMMARY_FILE = "records.jsonl", "stamps.json", "summary.json"
 
@@ -51,20 +52,6 @@ def record_line(record: EpisodeRecord) -> str:
     predictions = ",".join(map(str, record.predictions))
     return (f'{{"episode":{int(record.episode)},"correct":{int(record.correct)},"queries":{int(record.queries)},'
             f'"predictions":[{predictions}]}}\n')
-
-
-def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write JSON to a temp file in the same folder, fsync, then rename over ``path``."""
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(payload, stream, indent=1, sort_keys=True, default=str)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.unlink(temp)
 
 
 def check_writable(folder: Path) -> None:
@@ -147,11 +134,7 @@ class RunStore:
         repeated = [r.episode for r in records if r.episode in self.done]
         if repeated:
             raise StoreError(f"episodes {repeated[:5]} are already recorded in {self.folder}")
-        payload = "".join(map(record_line, records))
-        with open(self.folder / RECORDS_FILE, "a", encoding="utf-8") as stream:
-            stream.write(payload)
-            stream.flush()
-            os.fsync(stream.fileno())
+        append_durable(self.folder / RECORDS_FILE, "".join(map(record_line, records)))
         self._records.update((r.episode, r) for r in records)
 
     def records(self) -> list[EpisodeRecord]:

@@ -29,7 +29,8 @@ from fsar_bench.data.benchmarks import Benchmark
 from fsar_bench.distributed import SINGLE, Distributed
 from fsar_bench.episodes import EpisodeSet, draw_episode
 from fsar_bench.evaluation.evaluate import evaluate_accuracy
-from fsar_bench.model.network import FSARModel, save_checkpoint
+from fsar_bench.model.checkpoints import save_checkpoint
+from fsar_bench.model.network import FSARModel
 from fsar_bench.data.video import VideoReader, open_reader, random_segment_indices
 
 FULL_VIDEO_CACHE_BYTES = 2 << 30  # decoded training videos kept in RAM up to this size

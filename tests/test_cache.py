@@ -12,6 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 import fsar_bench
+from fsar_bench import files as files_module
 from fsar_bench.evaluation import cache as cache_module
 from fsar_bench.evaluation.cache import (
     CacheFullError,
@@ -115,7 +116,7 @@ def test_full_disk_raises_clearly_and_leaves_nothing_partial(tmp_path, monkeypat
         os.write(fd, data[:10])
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(cache_module, "_write_all", disk_full)
+    monkeypatch.setattr(files_module, "_write_all", disk_full)
     with pytest.raises(CacheFullError, match="no space left"):
         cache.put("k1", _reps(1))
     assert not any(p.is_file() for p in (tmp_path / "enc").rglob("*")), "no partial entry or temp file remains"
@@ -141,7 +142,7 @@ def test_two_concurrent_writers_leave_only_whole_entries(tmp_path):
     for index in range(20):
         got = reader.get(f"k{index:02d}")
         assert got is not None and torch.equal(got["frames"], _reps(index)["frames"])
-    assert not list((tmp_path / "enc").rglob(".tmp-*"))
+    assert not list((tmp_path / "enc").rglob(".*.tmp"))
 
 
 def test_cache_cli_info_and_clear(tmp_path):
@@ -206,30 +207,32 @@ def test_full_disk_during_a_run_ends_it_clearly_then_it_resumes(run_config, monk
     config_path, _ = run_config
     config = load_config(config_path, {"protocol.episodes": 3})
     writes = {"count": 0}
-    real_write = cache_module._write_all
+    real_write = files_module._write_all
 
     def fills_up(fd, data):
+        if data[:8] != cache_module.MAGIC:  # run files (stamps, manifest) are written; the cache fills up
+            return real_write(fd, data)
         writes["count"] += 1
         if writes["count"] > 5:
             raise OSError(errno.ENOSPC, "No space left on device")
         real_write(fd, data)
 
-    monkeypatch.setattr(cache_module, "_write_all", fills_up)
+    monkeypatch.setattr(files_module, "_write_all", fills_up)
     with pytest.raises(CacheFullError, match="run the same command again"):
         run_method(config, RunRequest("tsn", "synthetic", 1, no_train=True), log=lambda m: None)
-    monkeypatch.setattr(cache_module, "_write_all", real_write)
+    monkeypatch.setattr(files_module, "_write_all", real_write)
     summary = run_method(config, RunRequest("tsn", "synthetic", 1, no_train=True), log=lambda m: None)
     assert summary["episodes"] == 3 and summary["encodings_from_cache"] == 5
 
 
 def test_temp_files_of_killed_runs_are_removed_once_stale(tmp_path):
-    """A killed run leaves ``.tmp-*`` files; the first size check of a later run removes those older than an
+    """A killed run leaves ``.*.tmp`` files; the first size check of a later run removes those older than an
     hour and keeps a fresh one (it may be a concurrent run's write in progress)."""
     import time
 
     cache = EncodingCache(tmp_path / "enc")
     cache.put("ab" + "0" * 62, torch.zeros(2))
-    stale, fresh = tmp_path / "enc" / "ab" / ".tmp-stale.enc", tmp_path / "enc" / "ab" / ".tmp-fresh.enc"
+    stale, fresh = tmp_path / "enc" / "ab" / ".x.enc.stale.tmp", tmp_path / "enc" / "ab" / ".x.enc.fresh.tmp"
     stale.write_bytes(b"partial")
     fresh.write_bytes(b"partial")
     old = time.time() - 2 * 3600

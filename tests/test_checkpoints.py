@@ -17,7 +17,8 @@ import torch
 from typer.testing import CliRunner
 
 from fsar_bench.cli.main import app
-from fsar_bench.model.network import FSARModel, save_checkpoint
+from fsar_bench.model.checkpoints import save_checkpoint
+from fsar_bench.model.network import FSARModel
 from fsar_bench.model.registry import discover_methods
 from tests.conftest import PROJECT_ROOT, write_bench_toml
 

@@ -61,7 +61,7 @@ def show(ctx: typer.Context, name: NameArg, splits_dir: SplitsDirOpt = None) -> 
     from rich.table import Table
 
     from fsar_bench.data.benchmarks import DataOptions, splits_dir_for
-    from fsar_bench.data.splits import file_sha256
+    from fsar_bench.files import file_sha256
 
     manifest = _manifest(name)
     target = splits_dir_for(name, config_from(ctx), DataOptions(splits_dir=splits_dir))

@@ -23,8 +23,9 @@ from pathlib import Path
 from fsar_bench.config import Config
 from fsar_bench.errors import DataError, ProtocolMismatchError, UnknownNameError
 from fsar_bench.data.manifests import SplitManifest, load_manifest, manifest_names, manual_instructions
-from fsar_bench.data.splits import (Partition, SplitError, SplitEntry, build_partition, check_disjoint, file_sha256,
-                               read_partition, read_split_file)
+from fsar_bench.data.splits import (Partition, SplitError, SplitEntry, build_partition, check_disjoint, read_partition,
+                                    read_split_file)
+from fsar_bench.files import file_sha256
 from fsar_bench.data.synthetic import SyntheticSpec, benchmark_data_version, ensure_synthetic
 
 PARTITIONS = ("train", "val", "test")

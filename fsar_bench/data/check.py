@@ -16,7 +16,6 @@ Usage::
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
@@ -24,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fsar_bench.files import write_json_atomic
 from fsar_bench.data.video import VideoError, VideoReader, list_frames, open_reader
 
 if TYPE_CHECKING:
@@ -77,10 +77,7 @@ class CheckReport:
 
     def write(self, path: Path) -> Path:
         """Write the JSON report (atomically)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temp = path.with_name(f".{path.name}.tmp")
-        temp.write_text(json.dumps(self.to_dict(), indent=1) + "\n", encoding="utf-8")
-        os.replace(temp, path)
+        write_json_atomic(path, self.to_dict())
         return path
 
 

@@ -16,8 +16,6 @@ Usage::
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -26,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from fsar_bench.errors import DataError
-from fsar_bench.data.splits import LINE_FORMATS, file_sha256
+from fsar_bench.data.splits import LINE_FORMATS
+from fsar_bench.files import file_sha256, write_bytes_atomic
 
 MANIFEST_DIR = Path(__file__).resolve().parents[2] / "splits"
 """The project's ``splits/`` folder, next to the package (editable install / source checkout)."""
@@ -194,14 +193,7 @@ def fetch_split_files(manifest: SplitManifest, target: Path, from_dir: Path | No
         if expected and actual != expected:
             raise DataError(f"{where} has sha256 {actual}, the manifest {manifest.path} expects {expected}: "
                             "not the published file, nothing written. " + manual_instructions(manifest, target))
-        _write_atomic(destination, data)
+        write_bytes_atomic(destination, data)
         done[file] = f"{'copied' if from_dir else 'downloaded'}, sha256 " + ("verified" if expected else "not pinned")
     return done
 
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(handle, "wb") as stream:
-        stream.write(data)
-    os.replace(temp, path)

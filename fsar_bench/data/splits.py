@@ -29,6 +29,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from fsar_bench.files import file_sha256
+
 LINE_FORMATS = ("class/video", "partition-index//path", "id label")
 _PARTITION_INDEX = re.compile(r"(train|val|test)(\d+)")
 
@@ -78,15 +80,6 @@ class Partition:
         """The same partition (same sha256: it names the split files) minus ``video_ids``."""
         videos = {c: tuple(v for v in self.videos[c] if v not in video_ids) for c in self.classes}
         return Partition(self.name, self.classes, videos, self.sha256, self.sources)
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------- line parsers

@@ -21,13 +21,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+
+from fsar_bench.files import make_shared_temp_folder, write_error
 
 GENERATOR_VERSION = 2
 """2: x264 without mb-tree rate control, whose output depended on what the process had encoded before, so two
@@ -202,8 +203,7 @@ def _write_class(args: tuple[SyntheticClass, SyntheticSpec, str]) -> list[str]:
 
 def generate_synthetic(target: Path, spec: SyntheticSpec, jobs: int | None = None) -> Path:
     """Write videos and split files into ``target`` atomically (a temp folder renamed at the end)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".synth-", dir=target.parent))
+    staging = make_shared_temp_folder(target.parent, ".synth-")
     try:
         classes = synthetic_classes()
         jobs = jobs or min(len(classes), os.cpu_count() or 1)
@@ -221,6 +221,8 @@ def generate_synthetic(target: Path, spec: SyntheticSpec, jobs: int | None = Non
         if target.exists():
             shutil.rmtree(target)
         os.replace(staging, target)
+    except OSError as error:  # a full disk, or a folder we may not write: one line, nothing partial kept
+        raise write_error(target, error) from None
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)

@@ -30,12 +30,10 @@ Usage::
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import json
 import os
 import struct
-import tempfile
 import time
 import warnings
 from collections import OrderedDict
@@ -50,6 +48,7 @@ import torch
 import fsar_bench
 from fsar_bench.api import Reps
 from fsar_bench.errors import FsarError
+from fsar_bench.files import TEMP_SUFFIX, DiskFullError, FileWriteError, json_sha256, write_bytes_atomic
 
 CACHE_FORMAT = 1
 MAGIC = b"FSARENC1"
@@ -84,8 +83,7 @@ class EncodingContext:
 
     def digest(self) -> str:
         """sha256 of the context, the cache format and the fsar-bench version."""
-        payload = {"format": CACHE_FORMAT, "fsar_bench": fsar_bench.__version__, **asdict(self)}
-        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+        return json_sha256({"format": CACHE_FORMAT, "fsar_bench": fsar_bench.__version__, **asdict(self)})
 
 
 # The package modules whose code an encoding depends on (besides the head's own module).
@@ -193,13 +191,6 @@ def reps_nbytes(reps: Reps) -> int:
     return sum(t.numel() * t.element_size() for t in values)
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
 # --------------------------------------------------------------------------- the cache
 @dataclass
 class EncodingCache:
@@ -267,29 +258,16 @@ class EncodingCache:
             return
         data = encode_entry(reps, meta or {})
         path = self.path_of(key)
-        temp = None
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=ENTRY_SUFFIX)
-            try:
-                _write_all(fd, data)
-            finally:
-                os.close(fd)
-            os.replace(temp, path)
-            temp = None
-        except OSError as error:
-            if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-                raise CacheFullError(
-                    f"no space left for the encoding cache in {self.root} while writing {path.name} "
-                    f"({error.strerror}). Free disk space, run `fsar-bench cache clear`, or point [paths] cache "
-                    "in bench.toml elsewhere; then run the same command again to resume (no result was lost)."
-                ) from None
-            raise CacheError(f"cannot write encoding cache entry {path} ({error.strerror}); check the folder's "
-                             "permissions or point [paths] cache in bench.toml elsewhere") from None
-        finally:
-            if temp is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(temp)
+        try:  # no fsync: an entry carries its payload's sha256 and a bad one is recomputed
+            write_bytes_atomic(path, data, durable=False)
+        except DiskFullError:
+            raise CacheFullError(
+                f"no space left for the encoding cache in {self.root} while writing {path.name}. Free disk space, "
+                "run `fsar-bench cache clear`, or point [paths] cache in bench.toml elsewhere; then run the same "
+                "command again to resume (no result was lost)."
+            ) from None
+        except FileWriteError as error:
+            raise CacheError(f"{error}, or point [paths] cache in bench.toml elsewhere") from None
         self.stats.written += 1
         if self._disk_used is not None:
             self._disk_used += len(data)
@@ -386,7 +364,7 @@ def cache_info(root: Path) -> dict[str, Any]:
 
 def _temp_files(root: Path) -> Iterator[Path]:
     if root.is_dir():
-        yield from root.glob("*/.tmp-*")
+        yield from root.glob(f"*/.*{TEMP_SUFFIX}")
 
 
 def clear_cache(root: Path, all_formats: bool = True) -> tuple[int, int]:

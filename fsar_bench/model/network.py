@@ -1,18 +1,14 @@
-"""A method's full model: preprocessing + backbone + head, and its checkpoints.
+"""A method's full model: preprocessing + backbone + head (checkpoint files: ``model/checkpoints.py``).
 
 Usage::
 
     model = FSARModel.build(card, backbone="small-cnn", weights="none", frames=8, size=64, num_base_classes=28)
     pixels = model.prepare(clips)          # uint8 [V, T, H, W, 3] -> float [V, T, 3, S, S]
     reps = model.encode(pixels)            # head.encode(backbone features), per video
-    save_checkpoint(model, path, extra={...}); model = load_checkpoint(path, card, expect={...})
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -21,10 +17,7 @@ from torch import Tensor, nn
 
 from fsar_bench.api import FewShotHead, HeadConfig, MethodCard, Preprocess, Reps
 from fsar_bench.model.backbones import build_backbone, default_preprocess
-from fsar_bench.errors import DataError, ProtocolMismatchError
-from fsar_bench.data.splits import file_sha256
-
-CHECKPOINT_FORMAT = 1
+from fsar_bench.errors import DataError
 
 
 class FSARModel(nn.Module):
@@ -104,54 +97,3 @@ def _resize_and_crop(x: Tensor, preprocess: Preprocess) -> Tensor:
         top, left = (height - preprocess.crop) // 2, (width - preprocess.crop) // 2
         x = x[..., top:top + preprocess.crop, left:left + preprocess.crop]
     return x
-
-
-def save_checkpoint(model: FSARModel, path: Path, extra: dict[str, Any]) -> str:
-    """Write atomically; returns the file's sha256."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": CHECKPOINT_FORMAT, "spec": model.spec, "extra": extra,
-               "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
-    handle, temp = tempfile.mkstemp(dir=path.parent, suffix=".pt.tmp")
-    os.close(handle)
-    try:
-        torch.save(payload, temp)
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.unlink(temp)
-    return file_sha256(path)
-
-
-def read_checkpoint(path: Path) -> dict[str, Any]:
-    """Load a checkpoint dict (CPU tensors), with a clear error when it is not one of ours."""
-    if not path.is_file():
-        raise DataError(f"checkpoint {path} does not exist")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise DataError(f"checkpoint {path} cannot be read ({str(error).splitlines()[0][:160]}): it is corrupt or not a checkpoint") from None
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise ProtocolMismatchError(f"{path} is not an fsar-bench checkpoint (format {CHECKPOINT_FORMAT})")
-    return payload
-
-
-def check_checkpoint_spec(path: Path, stored: dict[str, Any], expected: dict[str, Any]) -> None:
-    """Refuse a checkpoint trained for another method, backbone, frame count or size."""
-    mismatches = [f"{key}: checkpoint has {stored.get(key)!r}, this run needs {value!r}"
-                  for key, value in expected.items() if key in ("method", "backbone", "backbone_dim", "frames", "size") and stored.get(key) != value]
-    if mismatches:
-        raise ProtocolMismatchError(f"checkpoint {path} does not fit this run:\n  " + "\n  ".join(mismatches))
-
-
-def load_checkpoint_weights(model: FSARModel, path: Path, payload: dict[str, Any]) -> None:
-    """Check the spec, then load the weights; any missing, unexpected or mis-shaped tensor is refused by name."""
-    check_checkpoint_spec(path, payload["spec"], model.spec)
-    ours, theirs = model.state_dict(), payload["state_dict"]
-    problems = [f"missing: {k}" for k in ours if k not in theirs]
-    problems += [f"unexpected: {k}" for k in theirs if k not in ours]
-    problems += [f"shape of {k}: checkpoint {tuple(theirs[k].shape)}, model {tuple(v.shape)}"
-                 for k, v in ours.items() if k in theirs and tuple(theirs[k].shape) != tuple(v.shape)]
-    if problems:
-        shown = "\n  ".join(problems[:12]) + (f"\n  ... and {len(problems) - 12} more" if len(problems) > 12 else "")
-        raise ProtocolMismatchError(f"checkpoint {path} does not fit this model (another version or options?):\n  {shown}")
-    model.load_state_dict(theirs)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fsar_bench.files import write_text_atomic
 from fsar_bench.report.analysis import Published, build_report, select_runs
 from fsar_bench.report.formats import TEXT_FORMATS, render
 from fsar_bench.report.model import CellTable, Report, Row
@@ -44,7 +45,7 @@ def write_outputs(report: Report, folder: Path, detailed: bool = False, plots: b
     written = []
     for fmt, name in FILE_NAMES.items():
         path = folder / name
-        path.write_text(render_any(report, fmt, detailed), encoding="utf-8")
+        write_text_atomic(path, render_any(report, fmt, detailed))
         written.append(path)
     if plots:
         from fsar_bench.report.plots import write_plots

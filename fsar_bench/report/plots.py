@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from fsar_bench.files import atomic_write
 from fsar_bench.report.cells import fmt_num, fmt_p
 from fsar_bench.report.model import CellTable, FriedmanSummary, Report, Row
 
@@ -158,8 +159,8 @@ def save_figure(figure: Figure, stem: Path) -> list[Path]:
     """Save ``figure`` as ``stem.png`` (150 dpi) and ``stem.svg``; returns both paths."""
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
-    figure.savefig(paths[0], dpi=150)
-    figure.savefig(paths[1], metadata={"Date": None})
+    atomic_write(paths[0], lambda stream: figure.savefig(stream, format="png", dpi=150))
+    atomic_write(paths[1], lambda stream: figure.savefig(stream, format="svg", metadata={"Date": None}))
     return paths
 
 
