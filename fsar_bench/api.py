@@ -198,12 +198,47 @@ MOLO_RESNET50_PREPROCESS = Preprocess(resize="squash", resize_to=256, crop=224)
 
 
 @dataclass(frozen=True)
+class ReferenceCheckpoint:
+    """Where the reference code puts the full model in the checkpoint files it saves.
+
+    fsar-bench reads every wrapper (``{model_state_dict, ...}``, ``{model_state, ...}``, a bare state dict) and
+    drops DataParallel/DDP ``module.`` parts; the card says where the two halves live: the backbone's keys
+    start with ``backbone_prefix`` (followed by the backbone's reference names, e.g. torchvision's
+    ``children()`` indices for ResNet-50), the head's with ``head_prefix`` (followed by the head's
+    ``reference_key_map`` names). ``code`` names the repository and file that save it; ``selection`` says how
+    the reference picked the weights it saves (the report's note repeats it).
+
+    Usage (on a card)::
+
+        MethodCard(..., reference_checkpoint=ReferenceCheckpoint(
+            code="tobyperrett/trx run.py save_checkpoint", backbone_prefix="resnet.", selection="last iteration"))
+    """
+
+    code: str
+    backbone_prefix: str
+    head_prefix: str = ""
+    selection: str = ""
+    notes: str = ""
+
+
+MOLO_REPOSITORY_CHECKPOINT = ReferenceCheckpoint(
+    code="alibaba-mmai-research/MoLo (and HyRSM) utils/checkpoint.py save_checkpoint: {epoch, model_state, "
+    "optimizer_state, cfg}; BaseVideoModel with the ResNet-50 inside the head",
+    backbone_prefix="head.backbone.",
+    head_prefix="head.",
+    selection="chosen by the reference's own run, whose validation runs on the test split",
+)
+"""MoLo, HyRSM and HyRSM++ (one codebase): ``head.backbone.<i>.*`` (torchvision children) and ``head.<head keys>``."""
+
+
+@dataclass(frozen=True)
 class MethodCard:
     """Everything fsar-bench knows about a method: how to build it and where it comes from.
 
     ``published`` maps ``(dataset, shot)`` to the published 5-way accuracy (%).
     ``recipes`` maps a dataset name (or "default") to its Recipe. ``options`` are head options
-    (sizes, flags) merged under per-method overrides from bench.toml.
+    (sizes, flags) merged under per-method overrides from bench.toml. ``reference_checkpoint`` (None: the
+    reference saves none) lets ``fsar-bench evaluate --checkpoint`` read the reference's own files.
     """
 
     name: str
@@ -216,6 +251,7 @@ class MethodCard:
     preprocess: Mapping[str, Preprocess] = field(default_factory=dict)
     options: Mapping[str, Any] = field(default_factory=dict)
     notes: str = ""
+    reference_checkpoint: ReferenceCheckpoint | None = None
 
     def recipe_for(self, dataset: str) -> Recipe:
         """The recipe for ``dataset``, else the "default" one, else ``Recipe()``."""
@@ -274,32 +310,48 @@ class FewShotHead(nn.Module):
         """Our state-dict key -> the reference implementation's key. Identity by default."""
         return {key: key for key in self.state_dict()}
 
+    def ignored_reference_keys(self) -> tuple[str, ...]:
+        """Reference keys that exist but carry nothing we use (e.g. TRX's unused ``norm_v``)."""
+        return ()
+
+    def optional_reference_keys(self) -> tuple[str, ...]:
+        """Reference keys (values of ``reference_key_map``) that real reference checkpoints may lack; the head
+        then keeps its own, built values (e.g. a weight the reference never registers, so never saves)."""
+        return ()
+
+    def reference_state_problems(self, state_dict: Mapping[str, Tensor]) -> list[str]:
+        """Checks beyond key names and shapes (e.g. TRX's stored frame tuples), one line per problem."""
+        return []
+
+    def convert_reference_state_dict(self, state_dict: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
+        """Reference-named weights ('head.'/'module.' stripped) -> (our-named weights, problems).
+
+        ``problems`` lists every missing, unexpected and mis-shaped key (``missing: KEY``, ``unexpected: KEY``,
+        ``wrong shape: KEY: reference (..), ours (..)``) plus ``reference_state_problems``; empty when it fits.
+        """
+        cleaned = {_strip_prefixes(key): value for key, value in state_dict.items()}
+        key_map = self.reference_key_map()
+        optional = set(self.optional_reference_keys())
+        ours = self.state_dict()
+        problems = [f"missing: {ref}" for ref in key_map.values() if ref not in cleaned and ref not in optional]
+        problems += [f"unexpected: {key}" for key in sorted(set(cleaned) - set(key_map.values())
+                                                          - set(self.ignored_reference_keys()))]
+        problems += [f"wrong shape: {ref}: reference {tuple(cleaned[ref].shape)}, ours {tuple(ours[our].shape)}"
+                     for our, ref in key_map.items()
+                     if ref in cleaned and tuple(cleaned[ref].shape) != tuple(ours[our].shape)]
+        problems += self.reference_state_problems(cleaned)
+        return {our: cleaned[ref] for our, ref in key_map.items() if ref in cleaned}, problems
+
     def load_reference_state_dict(self, state_dict: Mapping[str, Tensor]) -> None:
         """Load weights saved by the reference code (key names theirs; 'head.'/'module.' stripped).
 
         Raises ReferenceStateError listing every missing, unexpected or mis-shaped key.
         """
-        cleaned = {_strip_prefixes(key): value for key, value in state_dict.items()}
-        key_map = self.reference_key_map()
-        ours = self.state_dict()
-        missing = [ref for ref in key_map.values() if ref not in cleaned]
-        unexpected = sorted(set(cleaned) - set(key_map.values()) - set(self.ignored_reference_keys()))
-        mis_shaped = [
-            f"{ref}: reference {tuple(cleaned[ref].shape)}, ours {tuple(ours[our].shape)}"
-            for our, ref in key_map.items()
-            if ref in cleaned and tuple(cleaned[ref].shape) != tuple(ours[our].shape)
-        ]
-        if missing or unexpected or mis_shaped:
-            lines = [f"reference state dict does not fit {type(self).__name__}:"]
-            lines += [f"  missing: {key}" for key in missing]
-            lines += [f"  unexpected: {key}" for key in unexpected]
-            lines += [f"  wrong shape: {entry}" for entry in mis_shaped]
-            raise ReferenceStateError("\n".join(lines))
-        self.load_state_dict({our: cleaned[ref] for our, ref in key_map.items()})
-
-    def ignored_reference_keys(self) -> tuple[str, ...]:
-        """Reference keys that exist but carry nothing we use (e.g. TRX's unused ``norm_v``)."""
-        return ()
+        converted, problems = self.convert_reference_state_dict(state_dict)
+        if problems:
+            raise ReferenceStateError("\n".join([f"reference state dict does not fit {type(self).__name__}:",
+                                                  *(f"  {line}" for line in problems)]))
+        self.load_state_dict({**self.state_dict(), **converted})  # optional keys absent: our own values stay
 
 
 class PairwiseHead(FewShotHead):

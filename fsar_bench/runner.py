@@ -35,10 +35,13 @@ from fsar_bench.distributed import SINGLE, Distributed, from_environment, launch
 from fsar_bench.evaluation.evaluate import choose_episode_batch, encode_unique, episode_accuracy, score_sharded, scoring_workers
 from fsar_bench.model.checkpoints import load_checkpoint_weights, read_checkpoint
 from fsar_bench.model.network import FSARModel
+from fsar_bench.model.reference_checkpoints import is_fsar_checkpoint, load_reference_checkpoint, read_checkpoint_file
 from fsar_bench.progress import step_progress
 from fsar_bench.files import file_sha256, json_sha256, write_json_atomic
 from fsar_bench.model.registry import MethodEntry, discover_methods
-from fsar_bench.store import EpisodeRecord, RunStore, check_writable
+from fsar_bench.store import (
+    WEIGHTS_REFERENCE, WEIGHTS_TRAINED_HERE, WEIGHTS_UNTRAINED, EpisodeRecord, RunStore, check_writable,
+)
 from fsar_bench.train import console_progress, train_model
 from fsar_bench.data.video import open_reader
 from fsar_bench.data.synthetic import benchmark_data_version
@@ -83,10 +86,12 @@ def method_recipe(config: Config, entry: MethodEntry, dataset: str) -> Recipe:
     return recipe_with_overrides(entry.card.recipe_for(dataset), config.method_overrides(entry.name))
 
 
-def build_model(config: Config, entry: MethodEntry, benchmark: Benchmark, device: torch.device) -> FSARModel:
+def build_model(config: Config, entry: MethodEntry, benchmark: Benchmark, device: torch.device,
+                backbone_weights: str | None = None) -> FSARModel:
     """The method's model with fresh weights (seeded by the train seed, without touching global RNG state).
 
     Head options: card options < the recipe's loss weights and head options < [methods.NAME] options.
+    ``backbone_weights`` overrides ``run.backbone_weights`` ("none" when a checkpoint replaces every weight).
     """
     overrides = config.method_overrides(entry.name)
     recipe = method_recipe(config, entry, benchmark.name)
@@ -94,7 +99,7 @@ def build_model(config: Config, entry: MethodEntry, benchmark: Benchmark, device
     backbone = overrides.get("backbone") or (config.run["backbone"] if config.run["backbone"] != "auto" else default_backbone(benchmark.name))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.run["train_seed"])
-        model = FSARModel.build(entry.card, backbone, config.run["backbone_weights"], config.protocol["frames"],
+        model = FSARModel.build(entry.card, backbone, backbone_weights or config.run["backbone_weights"], config.protocol["frames"],
                                 benchmark.size, len(benchmark.partition("train").classes), options)
     return model.to(device)
 
@@ -136,6 +141,9 @@ def ensure_checkpoint(config: Config, entry: MethodEntry, benchmark: Benchmark, 
                       dist: Distributed = SINGLE) -> tuple[str, Path | None, dict]:
     """Load (or train, then load) the checkpoint. Returns (sha256, path or None, training info).
 
+    ``request.checkpoint`` may also be a file saved by the method's reference code (``reference_checkpoints``):
+    its info then says ``weights: "reference checkpoint"`` and where it came from.
+
     Under torchrun every rank trains (DDP); rank 0 decides, writes and reads the checkpoint and sends
     its weights to the others (no shared file system needed).
     """
@@ -145,14 +153,19 @@ def ensure_checkpoint(config: Config, entry: MethodEntry, benchmark: Benchmark, 
         path = default_checkpoint_path(config, model, benchmark.name, request.shot)
         exists = dist.broadcast_object(path.is_file())
         if request.no_train and not exists:
-            return "untrained:" + state_sha256(model), None, {"trained": False}
+            return "untrained:" + state_sha256(model), None, {"trained": False, "weights": WEIGHTS_UNTRAINED}
         if request.retrain or not exists:
             train_checkpoint(config, entry, benchmark, model, request.shot, path, dist)
     loaded = None
     if dist.is_main:
-        payload = read_checkpoint(path)
-        load_checkpoint_weights(model, path, payload)
-        loaded = (file_sha256(path), path, {"trained": True, **payload.get("extra", {})})
+        peeked = read_checkpoint_file(path) if request.checkpoint is not None else None
+        if peeked is not None and not is_fsar_checkpoint(peeked):  # the reference code's own file
+            info = load_reference_checkpoint(model, entry.card, path, peeked)
+        else:
+            payload = read_checkpoint(path)
+            load_checkpoint_weights(model, path, payload)
+            info = {"trained": True, "weights": WEIGHTS_TRAINED_HERE, **payload.get("extra", {})}
+        loaded = (file_sha256(path), path, info)
     loaded = dist.broadcast_object(loaded)
     dist.broadcast_module(model)
     return loaded
@@ -229,7 +242,8 @@ def run_method(config: Config, request: RunRequest, standard_episodes: int | Non
     test = benchmark.present_partition("test")  # refuses missing videos unless --allow-missing
     protocol = make_protocol(config, benchmark, "test", request.shot)
     protocol.check_feasible(test)
-    model = build_model(config, entry, benchmark, device)
+    # a given checkpoint replaces every weight: no ImageNet file needed to evaluate it
+    model = build_model(config, entry, benchmark, device, "none" if request.checkpoint is not None else None)
     checkpoint_sha, checkpoint_path, train_info = ensure_checkpoint(config, entry, benchmark, model, request, dist)
     episodes = draw_episodes(protocol, test)
     results_dir = config.path("results")
@@ -241,7 +255,10 @@ def run_method(config: Config, request: RunRequest, standard_episodes: int | Non
         "episode_fingerprint": episodes.fingerprint, "episode_manifest": str(manifest),
         "standard_episodes": standard_episodes or protocol.episodes, "checkpoint_sha256": checkpoint_sha,
         "checkpoint_path": str(checkpoint_path) if checkpoint_path else None, "training": train_info,
-        "seeds": {"episodes": protocol.seed, "train": config.run["train_seed"]}, "model": model.spec,
+        "weights": train_info.get("weights", WEIGHTS_TRAINED_HERE if train_info.get("trained") else WEIGHTS_UNTRAINED),
+        "seeds": {"episodes": protocol.seed,  # a reference checkpoint was not trained with our seed
+                  "train": None if train_info.get("weights") == WEIGHTS_REFERENCE else config.run["train_seed"]},
+        "model": model.spec,
         "missing_videos": list(protocol.missing_videos), "split_files": benchmark.split_stamps(),
         "comparable_to_papers": benchmark.comparable_to_papers,
         "started_at": datetime.datetime.now(datetime.timezone.utc).isoformat(), **environment_stamps(config, device),

@@ -31,6 +31,9 @@ from fsar_bench.errors import FsarError, ProtocolMismatchError
 from fsar_bench.files import append_durable, write_json_atomic
 
 RECORDS_FILE, STAMPS_FILE, SUMMARY_FILE = "records.jsonl", "stamps.json", "summary.json"
+WEIGHTS_TRAINED_HERE, WEIGHTS_UNTRAINED, WEIGHTS_REFERENCE = "trained here", "untrained", "reference checkpoint"
+"""A run's ``weights`` stamp: trained by fsar-bench's trainer (selected on val), untrained (``--no-train``), or
+trained and saved by the method's own reference code (``fsar_bench.model.reference_checkpoints``)."""
 
 
 class StoreError(FsarError):

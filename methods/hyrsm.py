@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fsar_bench.api import (
+    MOLO_REPOSITORY_CHECKPOINT,
     MOLO_RESNET50_PREPROCESS,
     FewShotHead,
     HeadConfig,
@@ -413,5 +414,6 @@ CARDS = (
         recipes=HYRSM_RECIPES,
         preprocess={"resnet50": MOLO_RESNET50_PREPROCESS},
         notes=HYRSM_NOTES,
+        reference_checkpoint=MOLO_REPOSITORY_CHECKPOINT,
     ),
 )

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fsar_bench.api import MOLO_RESNET50_PREPROCESS, FewShotHead, HeadConfig, LossOutput, MethodCard, Recipe, Reps, TrainEpisode
+from fsar_bench.api import MOLO_REPOSITORY_CHECKPOINT, MOLO_RESNET50_PREPROCESS, FewShotHead, HeadConfig, LossOutput, MethodCard, Recipe, Reps, TrainEpisode
 from fsar_bench.layers import (
     HyrsmPositionalEncoding,
     LayoutTolerantConv3d,
@@ -386,6 +386,7 @@ CARDS = (
             ("hmdb51", 1): 60.8, ("hmdb51", 5): 77.4,
         },
         notes=MOLO_NOTES,
+        reference_checkpoint=MOLO_REPOSITORY_CHECKPOINT,
         **_COMMON,
     ),
     MethodCard(

@@ -69,6 +69,12 @@ class ResNet50Trunk(nn.Module):
         """[B, 3, 224, 224] -> [B, 2048, 7, 7]."""
         return self.trunk(frames)
 
+    def reference_key_map(self) -> dict[str, str]:
+        """Our key -> the reference checkpoints' name after their backbone prefix: every reference wraps
+        ``nn.Sequential(*list(resnet50.children())[:-1 or -2])``, so ``trunk.4.0.conv1.weight`` -> ``4.0.conv1.weight``
+        (0 conv1, 1 bn1, 4-7 layer1-layer4)."""
+        return {key: key.removeprefix("trunk.") for key in self.state_dict()}
+
 
 def _torch_home() -> Path:
     return Path(os.environ.get("TORCH_HOME", Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "torch")).expanduser()

@@ -139,12 +139,15 @@ def _variant_key(run: RunData) -> str:
     """What must be equal for two runs to be training seeds of one method variant."""
     model = {k: v for k, v in (run.stamps.get("model") or {}).items() if k not in ("method",)}
     recipe = (run.stamps.get("training") or {}).get("recipe")
-    return json.dumps({"untrained": run.untrained, "model": model, "recipe": recipe}, sort_keys=True, default=str)
+    key = {"untrained": run.untrained, "model": model, "recipe": recipe}
+    if run.reference_checkpoint:  # never pooled with runs trained here (keys of other runs unchanged)
+        key["weights"] = run.weights
+    return json.dumps(key, sort_keys=True, default=str)
 
 
 def _row_labels(runs: Iterable[RunData]) -> dict[tuple[str, str], str]:
-    """(method, variant key) -> label: the method name, "(untrained)" and a backbone or hash tag when
-    one method has several variants in a table."""
+    """(method, variant key) -> label: the method name, "(untrained)" or "(reference checkpoint)", and a
+    backbone or hash tag when one method has several variants in a table."""
     variants: dict[str, dict[str, RunData]] = {}
     for run in runs:
         variants.setdefault(run.method, {}).setdefault(_variant_key(run), run)
@@ -153,7 +156,7 @@ def _row_labels(runs: Iterable[RunData]) -> dict[tuple[str, str], str]:
         backbones = {str((run.stamps.get("model") or {}).get("backbone")) for run in by_key.values()}
         parts_of = {}
         for key, run in by_key.items():
-            parts = ["untrained"] if run.untrained else []
+            parts = ["untrained"] if run.untrained else ([run.weights] if run.reference_checkpoint else [])
             if len(backbones) > 1:
                 parts.append(str((run.stamps.get("model") or {}).get("backbone")))
             parts_of[key] = parts
@@ -184,7 +187,8 @@ def _make_row(label: str, runs: list[RunData], published: Published, dataset: st
     value = (published.get(first.method) or {}).get((dataset, shot)) if comparable else None
     return {"label": label, "method": first.method, "runs": tuple(summaries), "cell": stats.mean_ci(accuracy),
             "seed_std": float(np.std(run_means, ddof=1)) if len(runs) > 1 else float("nan"),
-            "published": None if value is None else float(value), "accuracy": accuracy, "episodes": first.episodes}
+            "published": None if value is None else float(value), "accuracy": accuracy, "episodes": first.episodes,
+            "weights": first.weights}
 
 
 def _build_table(runs: list[RunData], settings: ReportSettings, published: Published) -> CellTable:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 
 from fsar_bench.report.model import CellTable, Report, Row
+from fsar_bench.store import WEIGHTS_REFERENCE
 
 
 def fmt_num(value: float | None, digits: int = 2, signed: bool = False) -> str:
@@ -152,6 +153,13 @@ def notes(report: Report, detailed: bool = False) -> list[str]:
         "published: the method card's number (the paper's own protocol and episodes); Δ pub = ours − published; "
         "empty where the card has none, for untrained rows and for datasets not comparable to papers.",
     ]
+    if any(row.weights == WEIGHTS_REFERENCE for table in report.tables for row in table.rows):
+        lines.append(
+            "(reference checkpoint): weights trained, selected and saved by the method's own reference code (the "
+            "file's sha256 is in the run's stamps), scored here on the same episodes as every other row. Its "
+            "training data, recipe and checkpoint selection are the reference's (the references select on the "
+            "test split), not this benchmark's val selection, so it is a row of its own, never pooled with runs "
+            "trained here.")
     if detailed:
         lines.append("r: correlation of per-episode accuracy with the baseline; MDE: minimum detectable effect at "
                      "this N (α = 0.05 two-sided, power 0.8); unpaired ±: the 95% CI of Δ had the pairing been ignored.")

@@ -146,7 +146,7 @@ def table_records(report: Report) -> list[dict[str, Any]]:
             c = row.comparison
             record = {
                 "dataset": table.dataset, "shot": table.shot, "way": table.way, "method": row.method,
-                "label": row.label, "episodes": row.cell.n, "accuracy": row.cell.mean, "ci95": row.cell.ci95,
+                "label": row.label, "weights": row.weights, "episodes": row.cell.n, "accuracy": row.cell.mean, "ci95": row.cell.ci95,
                 "std": row.cell.std, "protocol": table.protocol_fingerprint[:8], "status": table.status,
                 "episode_fingerprint": table.episode_fingerprint[:16], "seeds": row.n_seeds,
                 "train_seeds": " ".join(str(s) for s in row.train_seeds), "seed_std": row.seed_std,

@@ -44,7 +44,7 @@ class Row:
     ``comparison`` is this row minus the table's baseline (None for the baseline itself).
     """
 
-    label: str  # what tables show: the method name, with "(untrained)" or a variant tag when needed
+    label: str  # what tables show: the method name, with "(untrained)", "(reference checkpoint)" or a variant tag
     method: str
     runs: tuple[RunSummary, ...]
     cell: MeanCI
@@ -57,6 +57,7 @@ class Row:
     marked: bool  # the best, or not significantly worse than it
     accuracy: NDArray[np.float64] = field(repr=False, compare=False)  # [E]
     episodes: NDArray[np.int64] = field(repr=False, compare=False)  # [E] episode ids
+    weights: str = "trained here"  # or "untrained", "reference checkpoint" (the reference code's own file)
 
     @property
     def n_seeds(self) -> int:

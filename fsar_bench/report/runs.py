@@ -35,7 +35,10 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from fsar_bench.report.stats import mean_ci
-from fsar_bench.store import RECORDS_FILE, STAMPS_FILE, SUMMARY_FILE, StoreError, read_records, run_folders
+from fsar_bench.store import (
+    RECORDS_FILE, STAMPS_FILE, SUMMARY_FILE, WEIGHTS_REFERENCE, WEIGHTS_TRAINED_HERE, WEIGHTS_UNTRAINED, StoreError,
+    read_records, run_folders,
+)
 from fsar_bench.data.synthetic import benchmark_data_version
 
 STATUSES = ("complete", "smoke", "other-protocol", "incomplete")
@@ -92,6 +95,19 @@ class RunData:
     @property
     def untrained(self) -> bool:
         return str(self.stamps["checkpoint_sha256"]).startswith("untrained:")
+
+    @property
+    def weights(self) -> str:
+        """"trained here", "untrained" or "reference checkpoint" (stamped; derived for runs stamped before)."""
+        stamped = self.stamps.get("weights")
+        if stamped:
+            return str(stamped)
+        return WEIGHTS_UNTRAINED if self.untrained else WEIGHTS_TRAINED_HERE
+
+    @property
+    def reference_checkpoint(self) -> bool:
+        """Weights trained and saved by the method's own reference code, not by fsar-bench's trainer."""
+        return self.weights == WEIGHTS_REFERENCE
 
 
 @dataclass(frozen=True)
@@ -194,7 +210,7 @@ def load_results(results_dir: Path, expected_protocol: Mapping[str, Any] | None 
 
 
 # --------------------------------------------------------------------------- one row per run (pandas)
-COLUMNS = ["method", "dataset", "shot", "way", "episodes", "accuracy", "ci95", "std", "protocol", "status"]
+COLUMNS = ["method", "dataset", "shot", "way", "episodes", "accuracy", "ci95", "std", "protocol", "status", "weights"]
 FORMATS = ("table", "markdown", "csv", "latex")
 
 
@@ -215,7 +231,7 @@ def collect_runs(results_dir: Path, expected_protocol: Mapping[str, Any] | None 
             "accuracy": summary.mean if summary else float("nan"),
             "ci95": summary.ci95 if summary else float("nan"),
             "std": summary.std if summary else float("nan"),
-            "protocol": run.protocol_fingerprint[:8], "status": run.status,
+            "protocol": run.protocol_fingerprint[:8], "status": run.status, "weights": run.weights,
             "episode_fingerprint": run.episode_fingerprint, "train_seed": run.train_seed,
             "checkpoint": str(run.stamps["checkpoint_sha256"]).split(":")[-1][:10], "run": run.run_id,
         })
