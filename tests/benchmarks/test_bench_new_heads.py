@@ -1,0 +1,113 @@
+"""The field since MoLo (issue 13): HyRSM++, STRM and TEAM batched logits on cached encodings, 1- and 5-shot, and
+their peak memory against the episode count.
+
+Full mode (``FSAR_BENCH_FULL=1``): d=2048, T=8, 5-way, 1 query per class, 10,000 episodes over 600 cached videos;
+targets: each method under 60 s at 1 and at 5 shots, and the peak RSS of scoring 10,000 episodes within 10%
+(+16 MiB) of scoring 2,000, each count in its own fresh process. Quick mode (CI): d=128, 200 episodes, and the
+memory check at 200 against 1,000 episodes with a 4 MiB scoring budget (so that both counts span many
+batches); sanity and flatness only. A method not registered (yet) is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from fsar_bench.api import reps_num_videos
+from fsar_bench.evaluation.evaluate import choose_episode_batch, score_episodes, scoring_workers
+from fsar_bench.model.registry import discover_methods
+from tests.benchmarks._common import (
+    FULL, PROJECT_ROOT, WAY, build_head, peak_rss_reset, random_encodings, random_episodes, report, rss_kib,
+)
+
+METHODS = ("hyrsmpp", "strm", "team")
+DIM = 2048 if FULL else 128
+EPISODES = 10_000 if FULL else 200
+VIDEOS = 600 if FULL else 80
+TARGET_SECONDS = 60.0
+MEMORY_EPISODES = (2_000, 10_000) if FULL else (200, 1_000)
+MEMORY_BUDGET = None if FULL else 4 << 20  # quick: small batches, so both counts span many of them
+
+pytestmark = pytest.mark.benchmark_quick
+
+
+def require(method: str) -> None:
+    if method not in discover_methods(PROJECT_ROOT / "methods").names():
+        pytest.skip(f"{method} is not registered (methods/{method}.py absent)")
+
+
+def score_all(head, reps, episodes, budget: int | None = None) -> tuple[float, int, np.ndarray]:
+    """(seconds, batch, predictions) for every episode, as the evaluator scores them."""
+    device = torch.device("cpu")
+    ids = np.arange(len(episodes))
+    row_of = np.arange(reps_num_videos(reps))
+    workers = scoring_workers(device)
+    batch = choose_episode_batch(head, reps, row_of, episodes, ids, device, budget=budget, workers=workers)
+    start = time.perf_counter()
+    predictions = np.concatenate([p for _, p in score_episodes(head, reps, row_of, episodes, ids, batch, device, workers)])
+    return time.perf_counter() - start, batch, predictions
+
+
+@pytest.mark.parametrize("shot", [1, 5])
+@pytest.mark.parametrize("method", METHODS)
+def test_new_head_10k_episodes(benchmark, capsys, method: str, shot: int) -> None:
+    require(method)
+    head = build_head(method, DIM)
+    reps = random_encodings(head, VIDEOS, DIM)
+    episodes = random_episodes(EPISODES, shot, VIDEOS)
+    seconds, batch, predictions = benchmark.pedantic(lambda: score_all(head, reps, episodes), rounds=1, iterations=1)
+    rate = EPISODES / seconds
+    benchmark.extra_info.update(episodes_per_second=rate, batch=batch)
+    report(capsys, f"head-only {method} {shot}-shot", d=DIM, episodes=EPISODES, videos=VIDEOS, seconds=seconds,
+           episodes_per_s=rate, projected_10k_s=10_000 / rate, batch=batch)
+    assert predictions.shape == (EPISODES, WAY) and predictions.min() >= 0 and predictions.max() < WAY
+    if FULL:
+        assert seconds < TARGET_SECONDS, f"{method}: {seconds:.1f} s for 10,000 {shot}-shot episodes"
+
+
+def peak_scoring_child(count: int) -> None:
+    """In a fresh process: for every registered method of METHODS and each shot, score ``count`` episodes on
+    random cached encodings; print {"method shot": peak RSS growth while scoring, MiB} as JSON.
+
+    The peak (VmHWM) is reset just before scoring, after the encodings exist, so it measures what scoring holds."""
+    registered = discover_methods(PROJECT_ROOT / "methods").names()
+    growth = {}
+    for method in (m for m in METHODS if m in registered):
+        head = build_head(method, DIM)
+        reps = random_encodings(head, VIDEOS, DIM)
+        for shot in (1, 5):
+            episodes = random_episodes(count, shot, VIDEOS)
+            peak_rss_reset()
+            before = rss_kib()
+            score_all(head, reps, episodes, MEMORY_BUDGET)
+            growth[f"{method} {shot}"] = (rss_kib("VmHWM") - before) / 1024
+    print("PEAK_GROWTH_MIB", json.dumps(growth))
+
+
+def test_new_heads_peak_memory_is_flat_in_the_episode_count(capsys) -> None:
+    registered = discover_methods(PROJECT_ROOT / "methods").names()
+    if not any(method in registered for method in METHODS):
+        pytest.skip(f"none of {', '.join(METHODS)} is registered yet")
+    if not peak_rss_reset():
+        pytest.skip("/proc/self/clear_refs is not writable here: the peak RSS cannot be reset")
+    peaks = {}
+    for count in MEMORY_EPISODES:
+        code = f"from tests.benchmarks.test_bench_new_heads import peak_scoring_child; peak_scoring_child({count})"
+        # A fixed mmap threshold: the peak shows what scoring holds, not glibc's free lists (see test_bench_pipeline).
+        environment = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=3600,
+                                cwd=PROJECT_ROOT, env=environment)
+        assert result.returncode == 0, result.stderr[-2000:]
+        peaks[count] = json.loads(result.stdout.split("PEAK_GROWTH_MIB")[-1])
+    small, large = MEMORY_EPISODES
+    for key in peaks[small]:
+        report(capsys, f"peak RSS growth while scoring, {key}-shot (fresh process per count)", d=DIM,
+               **{f"episodes_{count}_mib": peaks[count][key] for count in MEMORY_EPISODES})
+        assert peaks[large][key] <= (1.1 if FULL else 1.25) * peaks[small][key] + 16, (key, peaks)
