@@ -7,6 +7,7 @@ that file as one JSON line per test (docs/speed.md is written from it).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -40,16 +41,23 @@ def report(capsys, name: str, **values) -> None:
 def build_head(name: str, dim: int) -> FewShotHead:
     """The method's head at feature size ``dim`` (T=8), its card options, eval mode, fixed seed.
 
-    Quick mode shrinks TRX's key/value size with ``dim`` (full mode: the card's 1152).
+    Quick mode shrinks the TRX family's key/value size (TRX, STRM) to ``dim`` (full mode: the head's 1152).
     """
     card = discover_methods(PROJECT_ROOT / "methods").get(name).card
     options = dict(card.options)
-    if not FULL and "out_dim" in options:
+    if not FULL and accepts_option(card, "out_dim"):
         options["out_dim"] = dim
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         head = card.head(HeadConfig(dim=dim, frames=FRAMES, num_base_classes=64, feature_size=(1, 1), options=options))
     return head.eval()
+
+
+def accepts_option(card, option: str) -> bool:
+    """Whether the card's head takes ``option``: in the card's options, or a field of its options dataclass."""
+    options_class = getattr(card.head, "options_class", None)
+    fields = {field.name for field in dataclasses.fields(options_class)} if dataclasses.is_dataclass(options_class) else set()
+    return option in card.options or option in fields
 
 
 @torch.inference_mode()
