@@ -1,4 +1,4 @@
-"""The contract every method plugin implements.
+"""The contract every method plugin implements; plugins import only this module and ``fsar_bench.layers``.
 
 A method is a *head* on top of a per-frame backbone. Its work is split in two so that
 10,000 episodes cost little more than encoding each unique test video once:
@@ -9,18 +9,25 @@ A method is a *head* on top of a per-frame backbone. Its work is split in two so
 * ``loss(support_features, query_features, episode)``: the training objective, with
   named terms so that logs show each.
 
-Usage, in a plugin file ``methods/mymethod.py``::
+Every plugin file has the same shape (docs/methods.md): module docstring with usage; a frozen options
+dataclass (loss weights included, via ``loss_weight``); the head class; recipes (``synthetic_recipe``,
+``reference_recipe``); the cards at the end. In ``methods/mymethod.py``::
 
-    from fsar_bench.api import FewShotHead, MethodCard, Recipe, Reps
+    @dataclass(frozen=True)
+    class MyOptions:
+        temperature: float = 1.0
 
     class MyHead(FewShotHead):
+        options_class = MyOptions              # self.options: MyOptions, parsed from HeadConfig.options
         def encode(self, features):            # [V, T, d] -> [V, d]
             return features.mean(dim=1)
         def logits(self, support, query):      # [E, N, K, d], [E, Q, d] -> [E, Q, N]
             prototypes = support.mean(dim=2)
-            return -torch.cdist(query, prototypes)
+            return -torch.cdist(query, prototypes) / self.options.temperature
 
-    CARDS = (MethodCard(name="mymethod", head=MyHead, summary="mean-pool, Euclidean"),)
+    CARDS = (MethodCard(name="mymethod", head=MyHead, summary="mean-pool, Euclidean",
+                        recipes={"synthetic": synthetic_recipe("the shared budget")},
+                        test_options={"temperature": 2.0}),)
 """
 
 from __future__ import annotations
@@ -32,6 +39,24 @@ from typing import Any, ClassVar, Union
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from fsar_bench.model.options import (  # noqa: F401 (re-exported for plugins)
+    NoOptions,
+    OptionError,
+    loss_weight,
+    loss_weight_names,
+    option_names,
+    parse_options,
+)
+from fsar_bench.model.recipes import (  # noqa: F401 (re-exported for plugins)
+    MOLO_RESNET50_PREPROCESS,
+    PERRETT_RESNET50_PREPROCESS,
+    SYNTHETIC_BUDGET,
+    Preprocess,
+    Recipe,
+    reference_recipe,
+    synthetic_recipe,
+)
 
 Reps = Union[Tensor, dict[str, Tensor]]
 """A per-video representation: a tensor, or a dict of tensors, all with the same leading axes."""
@@ -81,7 +106,8 @@ class HeadConfig:
     """What a head is built from: backbone feature size, frames, base classes, method options.
 
     ``feature_size`` is the spatial size ``(h, w)`` of backbone maps for heads that take
-    maps (``FewShotHead.feature_maps = True``), and ``(1, 1)`` otherwise.
+    maps (``FewShotHead.feature_maps = True``), and ``(1, 1)`` otherwise. ``options`` are plain values,
+    parsed by the head into its options dataclass; ``method`` (the card's name) labels option errors.
     """
 
     dim: int
@@ -89,6 +115,7 @@ class HeadConfig:
     num_base_classes: int
     feature_size: tuple[int, int] = (1, 1)
     options: Mapping[str, Any] = field(default_factory=dict)
+    method: str = ""
 
 
 @dataclass
@@ -134,70 +161,6 @@ class LossOutput:
 
 
 @dataclass(frozen=True)
-class Recipe:
-    """A training recipe. ``iterations`` counts episodes; the optimizer steps every ``episodes_per_step``.
-
-    ``lr_steps`` are iteration counts at which the lr is multiplied by ``lr_decay`` (or, when
-    ``lr_factors`` is given, by ``lr_factors[i]`` at ``lr_steps[i]``); ``warmup`` iterations ramp it
-    linearly from ``warmup_start_lr`` (the reference configs' WARMUP_START_LR; default 0). ``loss_weights`` and ``head_options`` are passed to the head as options.
-    ``train_queries_by_shot`` overrides ``train_queries_per_class`` per shot.
-    ``val_every``/``val_episodes`` control checkpoint selection on the val split.
-    """
-
-    optimizer: str = "adam"  # "adam" | "sgd"
-    lr: float = 1e-3
-    iterations: int = 1000
-    episodes_per_step: int = 1
-    train_queries_per_class: int = 5
-    weight_decay: float = 0.0
-    momentum: float = 0.9
-    warmup: int = 0
-    warmup_start_lr: float = 0.0
-    lr_steps: tuple[int, ...] = ()
-    lr_decay: float = 0.1
-    lr_factors: tuple[float, ...] = ()
-    loss_weights: Mapping[str, float] = field(default_factory=dict)
-    head_options: Mapping[str, Any] = field(default_factory=dict)
-    train_queries_by_shot: Mapping[int, int] = field(default_factory=dict)
-    val_every: int = 100
-    val_episodes: int = 200
-    notes: str = ""
-
-    def train_queries(self, shot: int) -> int:
-        """Training queries per class at this shot."""
-        return int(self.train_queries_by_shot.get(shot, self.train_queries_per_class))
-
-    def lr_multiplier(self, iteration: float) -> float:
-        """Product of the decays whose step has passed (before warm-up)."""
-        factor = 1.0
-        for index, step in enumerate(self.lr_steps):
-            if iteration >= step:
-                factor *= self.lr_factors[index] if self.lr_factors else self.lr_decay
-        return factor
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """Frame preprocessing. ``resize``: "short-side" keeps aspect, "squash" resizes both sides.
-
-    ``resize_to`` 0 means no resize; ``crop`` is the centre crop (0: none); mean/std None means
-    no normalisation (pixels in [0, 1]).
-    """
-
-    resize: str = "short-side"
-    resize_to: int = 0
-    crop: int = 0
-    mean: tuple[float, float, float] | None = (0.45, 0.45, 0.45)
-    std: tuple[float, float, float] | None = (0.225, 0.225, 0.225)
-
-
-PERRETT_RESNET50_PREPROCESS = Preprocess(resize="short-side", resize_to=256, crop=224, mean=None, std=None)
-"""OTAM/TSN/TRX (Perrett library and official TRX): short side 256, centre crop 224, no normalisation."""
-MOLO_RESNET50_PREPROCESS = Preprocess(resize="squash", resize_to=256, crop=224)
-"""MoLo/HyRSM: squash to 256x256, centre crop 224, normalise with mean 0.45, std 0.225."""
-
-
-@dataclass(frozen=True)
 class ReferenceCheckpoint:
     """Where the reference code puts the full model in the checkpoint files it saves.
 
@@ -235,10 +198,14 @@ MOLO_REPOSITORY_CHECKPOINT = ReferenceCheckpoint(
 class MethodCard:
     """Everything fsar-bench knows about a method: how to build it and where it comes from.
 
-    ``published`` maps ``(dataset, shot)`` to the published 5-way accuracy (%).
+    ``published`` maps ``(dataset, shot)`` to a published 5-way accuracy (%) confirmed by a second public
+    source: only these are shown beside our results. ``published_unconfirmed`` holds the cells still to be
+    re-checked against the paper, and ``published_source`` says where both come from.
     ``recipes`` maps a dataset name (or "default") to its Recipe. ``options`` are head options
-    (sizes, flags) merged under per-method overrides from bench.toml. ``reference_checkpoint`` (None: the
-    reference saves none) lets ``fsar-bench evaluate --checkpoint`` read the reference's own files.
+    (e.g. an ablation's switch) merged under the recipe's ``head_options`` and bench.toml's overrides.
+    ``test_options`` are small sizes for the contract tests (tests/test_methods_contract.py), which run
+    every registered card at a toy size. ``reference_checkpoint`` (None: the reference saves none) lets
+    ``fsar-bench evaluate --checkpoint`` read the reference's own files.
     """
 
     name: str
@@ -247,9 +214,12 @@ class MethodCard:
     paper: str = ""
     reference_code: str = ""
     published: Mapping[tuple[str, int], float] = field(default_factory=dict)
+    published_unconfirmed: Mapping[tuple[str, int], float] = field(default_factory=dict)
+    published_source: str = ""
     recipes: Mapping[str, Recipe] = field(default_factory=dict)
     preprocess: Mapping[str, Preprocess] = field(default_factory=dict)
     options: Mapping[str, Any] = field(default_factory=dict)
+    test_options: Mapping[str, Any] = field(default_factory=dict)
     notes: str = ""
     reference_checkpoint: ReferenceCheckpoint | None = None
 
@@ -271,17 +241,21 @@ class FewShotHead(nn.Module):
     """Base class of every method head. Subclasses implement ``encode`` and ``logits``.
 
     Class attributes:
+      ``options_class``: the head's frozen options dataclass (``NoOptions`` for none); ``__init__`` parses
+      ``config.options`` into ``self.options`` with ``parse_options`` (unknown keys: OptionError, exit 2).
       ``feature_maps``: True if ``encode`` takes conv5 maps ``[V, T, d, h, w]`` instead of
       pooled features ``[V, T, d]``.
       ``needs_pixels``: True if ``loss`` needs the input frames (``TrainEpisode.*_pixels``).
     """
 
+    options_class: ClassVar[type] = NoOptions
     feature_maps: ClassVar[bool] = False
     needs_pixels: ClassVar[bool] = False
 
     def __init__(self, config: HeadConfig) -> None:
         super().__init__()
         self.config = config
+        self.options: Any = parse_options(self.options_class, config.options, config.method or type(self).__name__)
 
     # -- per video
     def encode(self, features: Tensor) -> Reps:

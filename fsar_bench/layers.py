@@ -9,7 +9,7 @@ Everything here follows the reference semantics in ``../shared/parity/README.md`
   L2-normalised cosine (HyRSM) or the ``+eps``-in-denominator cosine (MoLo, OTAM).
 * ``MotionDecoder``: MoLo's motion auto-decoder (bilinear up stages + BN + ReLU, 1×1 conv to RGB).
 * ``LayoutTolerantConv3d``: ``nn.Conv3d`` that survives ``Module.to(memory_format=torch.channels_last)``.
-* ``rename_keys``: turns our state-dict keys into the reference's by prefix rules; ``resolve_options``.
+* ``rename_keys``: turns our state-dict keys into the reference's by prefix rules.
 
 Usage::
 
@@ -175,15 +175,6 @@ def rename_keys(keys: Iterable[str], rules: KeyRules) -> dict[str, str]:
 
 
 # --------------------------------------------------------------------------- options
-def resolve_options(defaults: dict[str, object], given: dict[str, object] | None, head: str) -> dict[str, object]:
-    """``defaults`` updated by ``given``; an unknown key raises ValueError naming the known ones."""
-    given = dict(given or {})
-    unknown = sorted(set(given) - set(defaults))
-    if unknown:
-        raise ValueError(f"{head}: unknown option(s) {unknown}; known options: {sorted(defaults)}")
-    return {**defaults, **given}
-
-
 # --------------------------------------------------------------------------- transformer layer
 class FeedForward(nn.Module):
     """``[..., d] -> [..., d]``: Linear -> exact GELU -> Dropout -> Linear -> Dropout."""

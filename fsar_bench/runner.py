@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 import fsar_bench
-from fsar_bench.api import Recipe
+from fsar_bench.api import Recipe, loss_weight_names
 from fsar_bench.model.backbones import default_backbone
 from fsar_bench.config import Config, recipe_with_overrides
 from fsar_bench.data.benchmarks import Benchmark, DataOptions, open_benchmark
@@ -90,12 +90,12 @@ def build_model(config: Config, entry: MethodEntry, benchmark: Benchmark, device
                 backbone_weights: str | None = None) -> FSARModel:
     """The method's model with fresh weights (seeded by the train seed, without touching global RNG state).
 
-    Head options: card options < the recipe's loss weights and head options < [methods.NAME] options.
+    Head options: card options < the recipe's head options (loss weights included) < [methods.NAME] options.
     ``backbone_weights`` overrides ``run.backbone_weights`` ("none" when a checkpoint replaces every weight).
     """
     overrides = config.method_overrides(entry.name)
     recipe = method_recipe(config, entry, benchmark.name)
-    options = {**recipe.loss_weights, **recipe.head_options, **overrides.get("options", {})}
+    options = {**recipe.head_options, **overrides.get("options", {})}
     backbone = overrides.get("backbone") or (config.run["backbone"] if config.run["backbone"] != "auto" else default_backbone(benchmark.name))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.run["train_seed"])
@@ -109,6 +109,17 @@ RECIPE_FIELDS_SINCE_V2 = {"warmup_start_lr": 0.0}
 the default, so that existing checkpoints keep their paths."""
 
 
+def recipe_digest_fields(recipe: Recipe, options_class: type) -> dict[str, Any]:
+    """The recipe as the checkpoint digest has always keyed it: loss weights (now head options declared with
+    ``loss_weight``) are keyed apart under ``loss_weights``, as when they were a Recipe field."""
+    fields = {key: value for key, value in asdict(recipe).items()
+              if not (key in RECIPE_FIELDS_SINCE_V2 and value == RECIPE_FIELDS_SINCE_V2[key])}
+    weights = set(loss_weight_names(options_class))
+    fields["loss_weights"] = {key: value for key, value in recipe.head_options.items() if key in weights}
+    fields["head_options"] = {key: value for key, value in recipe.head_options.items() if key not in weights}
+    return fields
+
+
 def default_checkpoint_path(config: Config, model: FSARModel, dataset: str, shot: int) -> Path:
     """``results/checkpoints/<method>__<dataset>__<K>shot__<backbone>__T<T>__seed<S>__r<recipe>/best.pt``.
 
@@ -117,9 +128,8 @@ def default_checkpoint_path(config: Config, model: FSARModel, dataset: str, shot
     silently reusing the old one.
     """
     spec = model.spec
-    recipe = method_recipe(config, get_method(config, spec["method"]), dataset)
-    fields = {key: value for key, value in asdict(recipe).items()
-              if not (key in RECIPE_FIELDS_SINCE_V2 and value == RECIPE_FIELDS_SINCE_V2[key])}
+    entry = get_method(config, spec["method"])
+    fields = recipe_digest_fields(method_recipe(config, entry, dataset), entry.card.head.options_class)
     data_version = benchmark_data_version(dataset)
     keyed = [fields, spec, data_version] if data_version else [fields, spec]
     recipe_digest = json_sha256(keyed)[:8]

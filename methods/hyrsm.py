@@ -17,7 +17,8 @@ Usage::
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -30,11 +31,14 @@ from fsar_bench.api import (
     HeadConfig,
     LossOutput,
     MethodCard,
-    Recipe,
+    OptionError,
     Reps,
     TrainEpisode,
     add_episode_axis,
+    loss_weight,
+    reference_recipe,
     support_to_episode,
+    synthetic_recipe,
 )
 from fsar_bench.layers import (
     HyrsmPositionalEncoding,
@@ -43,22 +47,8 @@ from fsar_bench.layers import (
     merge_heads,
     nest_rules,
     rename_keys,
-    resolve_options,
     split_heads,
 )
-
-HYRSM_OPTIONS: dict[str, Any] = {
-    "heads": 8,  # head_dim = dim // heads, as the reference derives it
-    "position_a": 10.0,  # x·sqrt(d/A) + B·pe
-    "position_b": 1.0,
-    "position_table_length": 20,
-    "position_dropout": 0.1,
-    "intra_dropout": 0.2,  # self-attention output projection
-    "inter_dropout": 0.05,  # set-attention output projection
-    "inter_attention_dropout": 0.1,  # set-attention probabilities
-    "set_items": "auto",  # "auto": videos if K == 1 else prototypes; "videos"; "prototypes"
-    "classification_weight": 0.6,  # λ_cls
-}
 
 HYRSM_TRAIN_QUERIES_BY_SHOT = {1: 7, 2: 6, 3: 5, 4: 4, 5: 3}
 """Training queries per class by shot in the released configs (Recipe holds the 1-shot value)."""
@@ -69,6 +59,24 @@ _MIN_GEMM_ROWS = 32
 episode bit-identical to a larger batch."""
 
 
+# --------------------------------------------------------------------------- options
+@dataclass(frozen=True)
+class HyrsmOptions:
+    """HyRSM's sizes, constants and loss weight (the reference's defaults; recipes change some per dataset)."""
+
+    heads: int = 8  # head_dim = dim // heads, as the reference derives it
+    position_a: float = 10.0  # x·sqrt(d/A) + B·pe
+    position_b: float = 1.0
+    position_table_length: int = 20
+    position_dropout: float = 0.1
+    intra_dropout: float = 0.2  # self-attention output projection
+    inter_dropout: float = 0.05  # set-attention output projection
+    inter_attention_dropout: float = 0.1  # set-attention probabilities
+    set_items: Literal["auto", "videos", "prototypes"] = "auto"  # "auto": videos if K == 1 else prototypes
+    classification_weight: float = loss_weight(0.6)  # λ_cls
+
+
+# --------------------------------------------------------------------------- head
 def _pad_rows(rows: Tensor) -> Tensor:
     """``[..., M, k]`` -> at least ``_MIN_GEMM_ROWS`` rows (zero rows appended; slice them off after the GEMM)."""
     missing = _MIN_GEMM_ROWS - rows.shape[-2]
@@ -166,25 +174,19 @@ class HyrsmHead(FewShotHead):
     the fusion conv over ``[frame; video token]``.
     """
 
+    options_class = HyrsmOptions
+
     def __init__(self, config: HeadConfig) -> None:
         super().__init__(config)
-        self.options = resolve_options(HYRSM_OPTIONS, dict(config.options), "hyrsm")
-        if self.options["set_items"] not in ("auto", "videos", "prototypes"):
-            raise ValueError(f"hyrsm: set_items must be auto, videos or prototypes: {self.options['set_items']!r}")
-        dim, heads = config.dim, int(self.options["heads"])
-        if config.frames > self.options["position_table_length"]:
-            raise ValueError(f"hyrsm: {config.frames} frames exceed position_table_length")
+        options: HyrsmOptions = self.options
+        dim, heads = config.dim, options.heads
+        if config.frames > options.position_table_length:
+            raise OptionError(f"hyrsm: {config.frames} frames exceed position_table_length")
         self.positional_encoding = HyrsmPositionalEncoding(
-            dim,
-            int(self.options["position_table_length"]),
-            float(self.options["position_a"]),
-            float(self.options["position_b"]),
-            float(self.options["position_dropout"]),
+            dim, options.position_table_length, options.position_a, options.position_b, options.position_dropout
         )
-        self.intra_attention = PreNormSelfAttention(dim, heads, float(self.options["intra_dropout"]))
-        self.inter_attention = SetAttention(
-            dim, heads, float(self.options["inter_dropout"]), float(self.options["inter_attention_dropout"])
-        )
+        self.intra_attention = PreNormSelfAttention(dim, heads, options.intra_dropout)
+        self.inter_attention = SetAttention(dim, heads, options.inter_dropout, options.inter_attention_dropout)
         self.fusion = nn.Conv1d(2 * dim, dim, kernel_size=1)  # over [frame; video token], split in two below
         self.base_classifier = nn.Linear(dim, config.num_base_classes)
 
@@ -217,7 +219,7 @@ class HyrsmHead(FewShotHead):
         assert isinstance(support, dict) and isinstance(query, dict)
         episodes, way, shot = support["mean"].shape[:3]
         num_query = query["mean"].shape[1]
-        use_videos = self.options["set_items"] == "videos" or (self.options["set_items"] == "auto" and shot == 1)
+        use_videos = self.options.set_items == "videos" or (self.options.set_items == "auto" and shot == 1)
         has_qkv = "set_qkv" in support and "set_qkv" in query
         if use_videos:  # every support video is a set item (the reference's 1-shot class)
             item_frames = support["frames"].flatten(1, 2)
@@ -263,7 +265,7 @@ class HyrsmHead(FewShotHead):
         logits = self.logits(support, query)[0]
         ce_episode = F.cross_entropy(logits, episode.query_labels)
         ce_base = F.cross_entropy(class_logits, base_labels)
-        total = ce_episode + float(self.options["classification_weight"]) * ce_base
+        total = ce_episode + self.options.classification_weight * ce_base
         terms = {"ce_episode": ce_episode, "ce_base_class_per_frame": ce_base}
         return LossOutput(total=total, terms=terms, logits=logits)
 
@@ -279,88 +281,49 @@ class HyrsmHead(FewShotHead):
         return rename_keys(self.state_dict(), rules)
 
 
-# --------------------------------------------------------------------------- card
-EPISODES_PER_REFERENCE_ITERATION = 4
-"""The reference trains on 4 GPUs with one episode each per iteration."""
-
-
-def _reference_recipe(
-    *,
-    lr: float,
-    iterations: int,
-    steps_iter: int,
-    steps: tuple[int, ...],
-    relative_lrs: tuple[float, ...],
-    classification_weight: float,
-    weight_decay: float,
-    warmup_start_lr: float,
-    val_every: int,
-    iterations_per_step: int = 4,
-    head_options: dict[str, float] | None = None,
-    notes: str = "",
-) -> Recipe:
-    """A released config -> Recipe counted in episodes, on its nominal schedule.
-
-    The config's ``SOLVER``: ``STEPS_ITER`` (one "epoch" of the schedule), ``STEPS`` (epochs at which the
-    relative lr changes; STEPS[0] = 0), ``LRS`` (lr relative to BASE_LR from each step on), one warm-up
-    epoch; ``TRAIN.BATCH_SIZE_PER_TASK`` (iterations per optimizer step). Decays after the run are dropped.
-    """
-    scale = EPISODES_PER_REFERENCE_ITERATION
-    in_run = [index for index in range(1, len(steps)) if steps[index] * steps_iter < iterations]
-    return Recipe(
-        optimizer="adam",
-        lr=lr,
-        iterations=iterations * scale,
-        episodes_per_step=iterations_per_step * scale,
-        train_queries_per_class=HYRSM_TRAIN_QUERIES_BY_SHOT[1],
-        train_queries_by_shot=dict(HYRSM_TRAIN_QUERIES_BY_SHOT),
-        weight_decay=weight_decay,
-        warmup=steps_iter * scale,
-        warmup_start_lr=warmup_start_lr,
-        lr_steps=tuple(steps[index] * steps_iter * scale for index in in_run),
-        lr_factors=tuple(round(relative_lrs[index] / relative_lrs[index - 1], 12) for index in in_run),
-        loss_weights={"classification_weight": classification_weight},
-        head_options=dict(head_options or {}),
-        val_every=val_every * scale,
-        val_episodes=1000,
-        notes=notes,
-    )
-
+# --------------------------------------------------------------------------- recipes
+_REFERENCE = {
+    "episodes_per_iteration": 4,  # the reference trains on 4 GPUs with one episode each per iteration
+    "iterations_per_step": 4,  # BATCH_SIZE_PER_TASK
+    "train_queries_per_class": HYRSM_TRAIN_QUERIES_BY_SHOT[1],
+    "train_queries_by_shot": HYRSM_TRAIN_QUERIES_BY_SHOT,
+}
+"""What every released HyRSM config shares (HMDB51 steps every 2 iterations)."""
 
 HYRSM_RECIPES = {
-    "ssv2-full": _reference_recipe(
-        lr=1e-4, iterations=40_000, steps_iter=3000, steps=(0, 6, 9), relative_lrs=(1, 0.1, 0.01),
-        classification_weight=0.6, weight_decay=5e-5, warmup_start_lr=2e-5, val_every=1000,
+    "ssv2-full": reference_recipe(
+        **_REFERENCE, lr=1e-4, iterations=40_000, steps_iter=3000, steps=(0, 6, 9), relative_lrs=(1, 0.1, 0.01),
+        head_options={"classification_weight": 0.6}, weight_decay=5e-5, warmup_start_lr=2e-5, val_every=1000,
         notes="HyRSM_SSv2_Full_1shot_v1.yaml: lr x0.1 at 18k and 27k reference iterations",
     ),
-    "ssv2-small": _reference_recipe(
-        lr=1e-4, iterations=20_000, steps_iter=1500, steps=(0, 4, 8), relative_lrs=(1, 0.1, 0.01),
-        classification_weight=0.15, weight_decay=5e-5, warmup_start_lr=2e-5, val_every=1000,
+    "ssv2-small": reference_recipe(
+        **_REFERENCE, lr=1e-4, iterations=20_000, steps_iter=1500, steps=(0, 4, 8), relative_lrs=(1, 0.1, 0.01),
+        head_options={"classification_weight": 0.15}, weight_decay=5e-5, warmup_start_lr=2e-5, val_every=1000,
         notes="HyRSM_SSv2_Small_1shot_v1.yaml: lr x0.1 at 6k and 12k reference iterations",
     ),
-    "kinetics100": _reference_recipe(
-        lr=2.2e-5, iterations=1200, steps_iter=100, steps=(0, 4, 6, 9), relative_lrs=(1, 0.5, 0.1, 0.05),
-        classification_weight=0.4, weight_decay=5e-4, warmup_start_lr=5e-6, val_every=50,
-        head_options={"position_a": 2048.0, "position_b": 0.01},
+    "kinetics100": reference_recipe(
+        **_REFERENCE, lr=2.2e-5, iterations=1200, steps_iter=100, steps=(0, 4, 6, 9), relative_lrs=(1, 0.5, 0.1, 0.05),
+        weight_decay=5e-4, warmup_start_lr=5e-6, val_every=50,
+        head_options={"classification_weight": 0.4, "position_a": 2048.0, "position_b": 0.01},
         notes="HyRSM_K100_1shot_v1.yaml: LRS 1/0.5/0.1/0.05 at 400/600/900 reference iterations; POSITION_A=2048, "
         "POSITION_B=0.01",
     ),
-    "ucf101": _reference_recipe(
-        lr=5e-5, iterations=2500, steps_iter=700, steps=(0, 3, 5, 7), relative_lrs=(1, 0.5, 0.1, 0.01),
-        classification_weight=0.15, weight_decay=5e-4, warmup_start_lr=1e-5, val_every=100,
+    "ucf101": reference_recipe(
+        **_REFERENCE, lr=5e-5, iterations=2500, steps_iter=700, steps=(0, 3, 5, 7), relative_lrs=(1, 0.5, 0.1, 0.01),
+        head_options={"classification_weight": 0.15}, weight_decay=5e-4, warmup_start_lr=1e-5, val_every=100,
         notes="HyRSM_UCF101_1shot_v1.yaml: LRS 1/0.5/0.1/0.01 at 2100/3500/4900; only the first falls in the "
         "2500-iteration run",
     ),
-    "hmdb51": _reference_recipe(
-        lr=5e-5, iterations=2000, steps_iter=300, steps=(0, 2, 3, 7), relative_lrs=(1, 0.5, 0.1, 0.01),
-        classification_weight=0.15, weight_decay=5e-4, warmup_start_lr=1e-5, val_every=50, iterations_per_step=2,
+    "hmdb51": reference_recipe(
+        **{**_REFERENCE, "iterations_per_step": 2}, lr=5e-5, iterations=2000, steps_iter=300, steps=(0, 2, 3, 7),
+        relative_lrs=(1, 0.5, 0.1, 0.01), head_options={"classification_weight": 0.15}, weight_decay=5e-4,
+        warmup_start_lr=1e-5, val_every=50,
         notes="HyRSM_HMDB51_1shot_v1.yaml: LRS 1/0.5/0.1/0.01 at 600/900/2100 (the last after the run); "
         "BATCH_SIZE_PER_TASK 2, so the optimizer steps every 8 episodes",
     ),
-    "synthetic": Recipe(
-        optimizer="adam", lr=1e-3, iterations=600, episodes_per_step=1,
+    "synthetic": synthetic_recipe(
         train_queries_per_class=HYRSM_TRAIN_QUERIES_BY_SHOT[1], train_queries_by_shot=dict(HYRSM_TRAIN_QUERIES_BY_SHOT),
-        val_every=100, val_episodes=200, loss_weights={"classification_weight": 0.6},
+        head_options={"classification_weight": 0.6},
         notes="Synthetic (small CNN, d=128, CPU): Adam lr 1e-3, 600 iterations of one episode each (no accumulation, "
         "no schedule), the reference's 7/6/5/4/3 train queries per class, λ_cls 0.6 (SSv2-Full), 8 heads of d/8; "
         "val (200 episodes) every 100 iterations",
@@ -374,7 +337,8 @@ episodes: one reference iteration is 4 episodes (4 GPUs, one episode each); the 
 BATCH_SIZE_PER_TASK iterations (4: 16 episodes; HMDB51 2: 8 episodes). Adam; lr x LRS[i] from STEPS[i]·STEPS_ITER
 on, as per-step factors (Recipe.lr_factors); warm-up is one STEPS_ITER, linear from the config's
 WARMUP_START_LR (Recipe.warmup_start_lr: 2e-5 SSv2, 5e-6 Kinetics, 1e-5 UCF101/HMDB51). Training queries per
-class by shot 7/6/5/4/3 (Recipe.train_queries_by_shot, from the configs' QUERY_PER_CLASS). Kinetics: positional encoding A=2048, B=0.01 (Recipe.head_options).
+class by shot 7/6/5/4/3 (Recipe.train_queries_by_shot, from the configs' QUERY_PER_CLASS). λ_cls per dataset and
+Kinetics' positional encoding A=2048, B=0.01 are head options (Recipe.head_options).
 Reference quirks, documented and not copied (we implement what the configs say):
 - lr timing: the reference's schedule epoch is cur_iter//STEPS_ITER + cur_iter/STEPS_ITER (about twice the
   nominal epoch), so its warm-up ends after half a STEPS_ITER and each decay fires at about half its nominal
@@ -390,8 +354,7 @@ over 4 accumulated episodes and averaged over 4 GPUs, so total/episodes_per_step
 The 1-shot class uses every support video as a set item, the 5-shot class (K>1) class prototypes: option
 set_items="auto" does both.
 Cached encoding per video: frames [T, d] + time-mean [d] + its set-attention q/k/v [3, d] = (T+4)·d floats
-(12·d at T=8; 96 KiB at d=2048).
-Published cells not marked confirmed in METHODS.md: 1-shot on kinetics100, ssv2-small, ucf101, hmdb51."""
+(12·d at T=8; 96 KiB at d=2048)."""
 
 CARDS = (
     MethodCard(
@@ -405,14 +368,14 @@ CARDS = (
             "(CNN_HyRSM_1shot, CNN_HyRSM_5shot; byte-identical in alibaba-mmai-research/MoLo@f7f73b6)"
         ),
         published={
-            ("ssv2-full", 1): 54.3, ("ssv2-full", 5): 69.0,
-            ("kinetics100", 1): 73.7, ("kinetics100", 5): 86.1,
-            ("ssv2-small", 1): 40.6, ("ssv2-small", 5): 56.1,
-            ("ucf101", 1): 83.9, ("ucf101", 5): 94.7,
-            ("hmdb51", 1): 60.3, ("hmdb51", 5): 76.0,
+            ("ssv2-full", 1): 54.3, ("ssv2-full", 5): 69.0, ("kinetics100", 5): 86.1, ("ssv2-small", 5): 56.1,
+            ("ucf101", 5): 94.7, ("hmdb51", 5): 76.0,
         },
+        published_unconfirmed={("kinetics100", 1): 73.7, ("ssv2-small", 1): 40.6, ("ucf101", 1): 83.9, ("hmdb51", 1): 60.3},
+        published_source="MoLo paper tables (arXiv 2304.00946); confirmed cells checked against a second public source",
         recipes=HYRSM_RECIPES,
         preprocess={"resnet50": MOLO_RESNET50_PREPROCESS},
+        test_options={"heads": 4},
         notes=HYRSM_NOTES,
         reference_checkpoint=MOLO_REPOSITORY_CHECKPOINT,
     ),

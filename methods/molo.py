@@ -21,13 +21,27 @@ Ablations are their own methods: ``molo-no-motion``, ``molo-no-contrastive``, ``
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fsar_bench.api import MOLO_REPOSITORY_CHECKPOINT, MOLO_RESNET50_PREPROCESS, FewShotHead, HeadConfig, LossOutput, MethodCard, Recipe, Reps, TrainEpisode
+from fsar_bench.api import (
+    MOLO_REPOSITORY_CHECKPOINT,
+    MOLO_RESNET50_PREPROCESS,
+    FewShotHead,
+    HeadConfig,
+    LossOutput,
+    MethodCard,
+    OptionError,
+    Recipe,
+    Reps,
+    TrainEpisode,
+    loss_weight,
+    reference_recipe,
+    synthetic_recipe,
+)
 from fsar_bench.layers import (
     HyrsmPositionalEncoding,
     LayoutTolerantConv3d,
@@ -37,32 +51,36 @@ from fsar_bench.layers import (
     cosine_matrix,
     nest_rules,
     rename_keys,
-    resolve_options,
 )
 
-MOLO_OPTIONS: dict[str, Any] = {
-    "heads": 8,  # head_dim = dim // heads
-    "position_a": 10.0,
-    "position_b": 1.0,
-    "position_table_length": 20,
-    "position_dropout": 0.1,
-    "attention_dropout": 0.2,
-    "feed_forward_dropout": 0.05,
-    "motion_reduction": 8,  # motion channels = dim // 8
-    "decoder_widths": (128, 32, 16),
-    "decoder_scales": (2, 4, 4),  # bilinear up factors; the product (32) maps conv5 size to pixels
-    "motion_weight": 0.3,  # logits = −(BiMHM_rgb + 0.3·BiMHM_motion)
-    "cosine_eps": 0.01,  # x·y / (‖x‖‖y‖ + eps)
-    "classification_weight": 0.8,  # λ_cls
-    "contrastive_weight": 0.05,  # λ_con
-    "reconstruction_weight": 0.1,  # λ_rec
-    "reference_batch_size": 4,  # the reference divides every term but reconstruction by this
-    "use_motion": True,
-    "use_contrastive": True,
-    "use_reconstruction": True,
-}
+
+# --------------------------------------------------------------------------- options
+@dataclass(frozen=True)
+class MoloOptions:
+    """MoLo's sizes, constants, loss weights and ablation switches (the reference's defaults)."""
+
+    heads: int = 8  # head_dim = dim // heads
+    position_a: float = 10.0
+    position_b: float = 1.0
+    position_table_length: int = 20
+    position_dropout: float = 0.1
+    attention_dropout: float = 0.2
+    feed_forward_dropout: float = 0.05
+    motion_reduction: int = 8  # motion channels = dim // 8
+    decoder_widths: tuple[int, ...] = (128, 32, 16)
+    decoder_scales: tuple[int, ...] = (2, 4, 4)  # bilinear up factors; the product (32) maps conv5 size to pixels
+    motion_weight: float = 0.3  # logits = −(BiMHM_rgb + 0.3·BiMHM_motion)
+    cosine_eps: float = 0.01  # x·y / (‖x‖‖y‖ + eps)
+    classification_weight: float = loss_weight(0.8)  # λ_cls
+    contrastive_weight: float = loss_weight(0.05)  # λ_con
+    reconstruction_weight: float = loss_weight(0.1)  # λ_rec
+    reference_batch_size: int = 4  # the reference divides every term but reconstruction by this
+    use_motion: bool = True
+    use_contrastive: bool = True
+    use_reconstruction: bool = True
 
 
+# --------------------------------------------------------------------------- head
 class MoloHead(FewShotHead):
     """MoLo head over conv5 maps ``[V, T, d, h, w]``.
 
@@ -70,32 +88,25 @@ class MoloHead(FewShotHead):
     tokens only feed training losses, so they are not cached; without motion only "rgb").
     """
 
+    options_class = MoloOptions
     feature_maps = True
     needs_pixels = True
 
     def __init__(self, config: HeadConfig) -> None:
         super().__init__(config)
-        options = resolve_options(MOLO_OPTIONS, dict(config.options), "molo")
-        self.options = options
-        self.use_motion = bool(options["use_motion"])
-        self.use_contrastive = bool(options["use_contrastive"])
-        self.use_reconstruction = self.use_motion and bool(options["use_reconstruction"])
+        options: MoloOptions = self.options
+        self.use_motion = options.use_motion
+        self.use_contrastive = options.use_contrastive
+        self.use_reconstruction = self.use_motion and options.use_reconstruction
         dim = config.dim
-        if config.frames + 1 > options["position_table_length"]:
-            raise ValueError(f"molo: {config.frames} frames + class token exceed position_table_length")
+        if config.frames + 1 > options.position_table_length:
+            raise OptionError(f"molo: {config.frames} frames + class token exceed position_table_length")
 
         def transformer() -> PreNormTransformerLayer:
-            heads = int(options["heads"])
-            return PreNormTransformerLayer(
-                dim, heads, float(options["attention_dropout"]), dim, float(options["feed_forward_dropout"])
-            )
+            return PreNormTransformerLayer(dim, options.heads, options.attention_dropout, dim, options.feed_forward_dropout)
 
         self.positional_encoding = HyrsmPositionalEncoding(
-            dim,
-            int(options["position_table_length"]),
-            float(options["position_a"]),
-            float(options["position_b"]),
-            float(options["position_dropout"]),
+            dim, options.position_table_length, options.position_a, options.position_b, options.position_dropout
         )
         self.rgb_class_token = nn.Parameter(torch.randn(1, 1, dim))
         self.rgb_transformer = transformer()
@@ -103,7 +114,7 @@ class MoloHead(FewShotHead):
         if self.use_contrastive:
             self.contrastive_scale = nn.Parameter(torch.ones(1))
         if self.use_motion:
-            channels = dim // int(options["motion_reduction"])
+            channels = dim // options.motion_reduction
             self.motion_class_token = nn.Parameter(torch.randn(1, 1, dim))
             self.motion_reduce = LayoutTolerantConv3d(dim, channels, kernel_size=3, padding=1)
             self.motion_frame_conv = nn.Conv2d(channels, channels, kernel_size=3, padding=1)
@@ -112,11 +123,9 @@ class MoloHead(FewShotHead):
             if self.use_contrastive:
                 self.contrastive_scale_motion = nn.Parameter(torch.ones(1))
         if self.use_reconstruction:
-            widths = tuple(int(width) for width in options["decoder_widths"])
-            scales = tuple(int(scale) for scale in options["decoder_scales"])
-            if len(widths) != len(scales):
-                raise ValueError("molo: decoder_widths and decoder_scales need the same length")
-            self.decoder = MotionDecoder(channels, widths, scales)
+            if len(options.decoder_widths) != len(options.decoder_scales):
+                raise OptionError("molo: decoder_widths and decoder_scales need the same length")
+            self.decoder = MotionDecoder(channels, options.decoder_widths, options.decoder_scales)
 
     # -- per video
     def _token_pipeline(self, frames: Tensor, class_token: Tensor, transformer: nn.Module) -> Tensor:
@@ -153,16 +162,16 @@ class MoloHead(FewShotHead):
     def logits(self, support: Reps, query: Reps) -> Tensor:
         """support {key: [E, N, K, L, d]}, query {key: [E, Q, L, d]} -> [E, Q, N]."""
         assert isinstance(support, dict) and isinstance(query, dict)
-        eps = float(self.options["cosine_eps"])
+        eps = self.options.cosine_eps
         distance = all_pairs_bi_mhm(query["rgb"], support["rgb"].mean(dim=2), eps)
         if self.use_motion:
             motion = all_pairs_bi_mhm(query["motion"], support["motion"].mean(dim=2), eps)
-            distance = distance + float(self.options["motion_weight"]) * motion
+            distance = distance + self.options.motion_weight * motion
         return -distance
 
     def _long_short_logits(self, prototypes: Tensor, query: Tensor, scale: Tensor) -> tuple[Tensor, Tensor]:
         """prototypes [N, L, d], query [Q, L, d] (token 0 global) -> (s2q, q2s) logits [Q, N]."""
-        eps = float(self.options["cosine_eps"])
+        eps = self.options.cosine_eps
         support_frames_vs_query_global = cosine_matrix(query[None, :, 0], prototypes[:, 1:], eps)  # [N, Q, L-1]
         query_frames_vs_support_global = cosine_matrix(query[:, 1:], prototypes[None, :, 0], eps)  # [Q, L-1, N]
         s2q = -scale * (1.0 - support_frames_vs_query_global).sum(dim=-1).T
@@ -250,13 +259,13 @@ class MoloHead(FewShotHead):
         for name in ("logits_s2q", "logits_q2s", "logits_s2q_motion", "logits_q2s_motion"):
             if name in outputs:
                 terms[f"ce_{name}"] = F.cross_entropy(outputs[name], labels)
-        total = terms["ce_episode"] + float(self.options["classification_weight"]) * terms["ce_base_class"]
+        total = terms["ce_episode"] + self.options.classification_weight * terms["ce_base_class"]
         contrastive = [value for key, value in terms.items() if key.startswith("ce_logits_")]
         if contrastive:
-            total = total + float(self.options["contrastive_weight"]) * sum(contrastive)
+            total = total + self.options.contrastive_weight * sum(contrastive)
         if "reconstruction" in outputs:
             terms["loss_recons"] = F.mse_loss(outputs["reconstruction"], outputs["reconstruction_target"])
-            recons_weight = float(self.options["reference_batch_size"]) * float(self.options["reconstruction_weight"])
+            recons_weight = self.options.reference_batch_size * self.options.reconstruction_weight
             total = total + recons_weight * terms["loss_recons"]
         return LossOutput(total=total, terms=terms, logits=outputs["logits"])
 
@@ -275,61 +284,39 @@ class MoloHead(FewShotHead):
             *nest_rules("rgb_transformer.", "temporal_atte_before.", PreNormTransformerLayer.REFERENCE_RULES),
             *nest_rules("motion_transformer.", "temporal_atte_before_motion.", PreNormTransformerLayer.REFERENCE_RULES),
         ]
-        for index in range(len(self.options["decoder_widths"])):
+        for index in range(len(self.options.decoder_widths)):
             rules.append((f"decoder.stages.{index}.conv.", f"up{index + 1}.conv.double_conv.0."))
             rules.append((f"decoder.stages.{index}.norm.", f"up{index + 1}.conv.double_conv.1."))
         return rename_keys(self.state_dict(), rules)
 
 
-# --------------------------------------------------------------------------- cards
-EPISODES_PER_REFERENCE_ITERATION = 4
-"""The reference trains on 4 GPUs with one episode each per iteration."""
-
-
-def _recipe(
-    lr: float, iterations: int, weights: tuple[float, float, float], head_options: dict[str, float] | None = None
-) -> Recipe:
+# --------------------------------------------------------------------------- recipes
+def _recipe(lr: float, iterations: int, weights: tuple[float, float, float], **head_options: float) -> Recipe:
     """METHODS.md's (lr, reference iterations, λ_cls/λ_rec/λ_con) -> Recipe counted in episodes.
 
     The released MoLo schedules were not available to us: warm-up is one interval of a tenth of the run,
     from lr/5, and the lr drops ×0.1 after 6 and 9 intervals (the shape of HyRSM's SSv2 configs).
     """
-    episodes = iterations * EPISODES_PER_REFERENCE_ITERATION
-    interval = episodes // 10
     classification, reconstruction, contrastive = weights
-    return Recipe(
-        optimizer="adam",
-        lr=lr,
-        iterations=episodes,
-        episodes_per_step=16,
-        train_queries_per_class=6,
-        weight_decay=1e-3,
-        warmup=interval,
-        warmup_start_lr=lr / 5,
-        lr_steps=(6 * interval, 9 * interval),
-        lr_factors=(0.1, 0.1),
-        loss_weights={
-            "classification_weight": classification,
-            "reconstruction_weight": reconstruction,
-            "contrastive_weight": contrastive,
-        },
-        head_options=dict(head_options or {}),
-        val_every=episodes // 20,
-        val_episodes=1000,
+    return reference_recipe(
+        lr=lr, iterations=iterations, steps_iter=iterations // 10, steps=(0, 6, 9), relative_lrs=(1, 0.1, 0.01),
+        warmup_start_lr=lr / 5, weight_decay=1e-3, val_every=iterations // 20, episodes_per_iteration=4,
+        iterations_per_step=4, train_queries_per_class=6,
+        head_options={"classification_weight": classification, "reconstruction_weight": reconstruction,
+                      "contrastive_weight": contrastive, **head_options},
     )
 
 
 MOLO_RECIPES = {
     "ssv2-full": _recipe(1e-4, 50_000, (0.8, 0.1, 0.05)),
     "ssv2-small": _recipe(1e-4, 20_000, (0.15, 0.05, 0.05)),
-    "kinetics100": _recipe(2e-5, 5000, (0.1, 0.1, 0.05), {"position_a": 2048.0, "position_b": 0.02}),
+    "kinetics100": _recipe(2e-5, 5000, (0.1, 0.1, 0.05), position_a=2048.0, position_b=0.02),
     "ucf101": _recipe(5e-5, 6000, (0.6, 0.05, 0.05)),
     "hmdb51": _recipe(5e-5, 2000, (0.4, 0.05, 0.05)),
-    "synthetic": Recipe(
-        optimizer="adam", lr=1e-3, iterations=600, episodes_per_step=1, train_queries_per_class=3,
-        val_every=100, val_episodes=200,
-        loss_weights={"classification_weight": 0.8, "reconstruction_weight": 0.1, "contrastive_weight": 0.05},
-        head_options={"decoder_widths": (16, 8, 8)},
+    "synthetic": synthetic_recipe(
+        train_queries_per_class=3,
+        head_options={"classification_weight": 0.8, "reconstruction_weight": 0.1, "contrastive_weight": 0.05,
+                      "decoder_widths": (16, 8, 8)},
         notes="Synthetic (small CNN, d=128, 2×2 maps at 64×64 input, so the ×32 decoder output is exactly the frame "
         "size): Adam lr 1e-3, 600 iterations of one episode each, SSv2-Full loss weights. Two cuts for CPU time, "
         "both in the motion auto-decoder, which is ~95% of a training step at the reference sizes: decoder widths "
@@ -338,6 +325,7 @@ MOLO_RECIPES = {
     ),
 }
 
+# --------------------------------------------------------------------------- cards
 MOLO_NOTES = """\
 Recipes: lr, iterations and loss weights (λ_cls/λ_rec/λ_con) from METHODS.md (MoLo 1-shot configs); counts are
 episodes (one reference iteration = 4 episodes on 4 GPUs; optimizer step every 4 iterations = 16 episodes);
@@ -360,9 +348,7 @@ effective weight of the reconstruction term (option reference_batch_size).
 Reconstruction target: pixel differences of the normalised input frames; the decoder upsamples conv5 maps ×32
 (2·4·4); if frames are not 32h×32w the target is resized bilinearly (with a warning).
 Cached encoding per video: RGB frame tokens [T, d] + motion frame tokens [T-1, d] = (2T-1)·d floats (15·d at
-T=8; 120 KiB at d=2048); class tokens only feed training losses and are not cached (no-motion: T·d).
-Published cells not marked confirmed in METHODS.md: ssv2-full 1/5-shot, kinetics100 5-shot, ssv2-small 5-shot,
-ucf101 and hmdb51 1/5-shot."""
+T=8; 120 KiB at d=2048); class tokens only feed training losses and are not cached (no-motion: T·d)."""
 
 _COMMON = {
     "head": MoloHead,
@@ -372,19 +358,19 @@ _COMMON = {
     "(CNN_BiMHM_MoLo)",
     "recipes": MOLO_RECIPES,
     "preprocess": {"resnet50": MOLO_RESNET50_PREPROCESS},
+    "test_options": {"heads": 4},
 }
 
 CARDS = (
     MethodCard(
         name="molo",
         summary="RGB + motion tokens, Bi-MHM matching, long-short contrastive and motion auto-decoder losses",
-        published={
-            ("ssv2-full", 1): 56.6, ("ssv2-full", 5): 70.6,
-            ("kinetics100", 1): 74.0, ("kinetics100", 5): 85.6,
-            ("ssv2-small", 1): 42.7, ("ssv2-small", 5): 56.4,
-            ("ucf101", 1): 86.0, ("ucf101", 5): 95.5,
-            ("hmdb51", 1): 60.8, ("hmdb51", 5): 77.4,
+        published={("kinetics100", 1): 74.0, ("ssv2-small", 1): 42.7},
+        published_unconfirmed={
+            ("ssv2-full", 1): 56.6, ("ssv2-full", 5): 70.6, ("kinetics100", 5): 85.6, ("ssv2-small", 5): 56.4,
+            ("ucf101", 1): 86.0, ("ucf101", 5): 95.5, ("hmdb51", 1): 60.8, ("hmdb51", 5): 77.4,
         },
+        published_source="MoLo paper tables (arXiv 2304.00946); confirmed cells checked against a second public source",
         notes=MOLO_NOTES,
         reference_checkpoint=MOLO_REPOSITORY_CHECKPOINT,
         **_COMMON,
@@ -393,21 +379,24 @@ CARDS = (
         name="molo-no-motion",
         summary="MoLo ablation: RGB branch only (RGB Bi-MHM, RGB contrastive terms, no motion, no reconstruction)",
         options={"use_motion": False},
-        notes="Ablation of molo (our own run; no published number). " + MOLO_NOTES,
+        published_source="none: an ablation (our own run)",
+        notes="Ablation of molo. " + MOLO_NOTES,
         **_COMMON,
     ),
     MethodCard(
         name="molo-no-contrastive",
         summary="MoLo ablation: without the long-short contrastive terms",
         options={"use_contrastive": False},
-        notes="Ablation of molo (our own run; no published number). " + MOLO_NOTES,
+        published_source="none: an ablation (our own run)",
+        notes="Ablation of molo. " + MOLO_NOTES,
         **_COMMON,
     ),
     MethodCard(
         name="molo-no-recons",
         summary="MoLo ablation: without the motion auto-decoder (reconstruction) term",
         options={"use_reconstruction": False},
-        notes="Ablation of molo (our own run; no published number). " + MOLO_NOTES,
+        published_source="none: an ablation (our own run)",
+        notes="Ablation of molo. " + MOLO_NOTES,
         **_COMMON,
     ),
 )

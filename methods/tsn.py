@@ -20,11 +20,18 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from fsar_bench.api import PERRETT_RESNET50_PREPROCESS, FewShotHead, MethodCard, Recipe
+from fsar_bench.api import PERRETT_RESNET50_PREPROCESS, FewShotHead, MethodCard, NoOptions, reference_recipe, synthetic_recipe
+
+# --------------------------------------------------------------------------- options
+TSNOptions = NoOptions
+"""TSN takes no options: any key given is an error."""
 
 
+# --------------------------------------------------------------------------- head
 class TSNHead(FewShotHead):
     """Frame-mean video features, ProtoNet classifier on squared Euclidean distance; parameter-free."""
+
+    options_class = TSNOptions
 
     def encode(self, features: Tensor) -> Tensor:
         """features [V, T, d] -> [V, d] (mean over frames)."""
@@ -42,35 +49,28 @@ class TSNHead(FewShotHead):
         return -(query_sq_norms - 2 * cross + prototype_sq_norms).clamp_min(0)
 
 
-# --------------------------------------------------------------------------- card
-
-_TSN_RECIPE = Recipe(
+# --------------------------------------------------------------------------- recipes
+_TSN_RECIPE = reference_recipe(
     optimizer="sgd",
-    lr=1e-3,
     momentum=0.0,
+    lr=1e-3,
     iterations=60_000,
-    episodes_per_step=1,
+    iterations_per_step=1,
     train_queries_per_class=5,
+    val_every=100,
+    val_episodes=200,
     notes=(
         "No published recipe (TSN is our control). Same as OTAM's: Perrett-library SGD (no momentum), lr 1e-3, "
         "5 train queries/class, 60k iterations (run.py default), one episode per step."
     ),
 )
 
-_SYNTHETIC_RECIPE = Recipe(
-    optimizer="adam",
-    lr=1e-3,
-    iterations=600,
-    episodes_per_step=1,
-    train_queries_per_class=5,
-    val_every=100,
-    val_episodes=200,
-    notes=(
-        "Synthetic (small CNN, d=128, CPU): Adam lr 1e-3, 600 iterations of one episode each, 5 train queries per "
-        "class, val (200 episodes) every 100 iterations: the same budget as OTAM, so the control is not starved."
-    ),
+_SYNTHETIC_RECIPE = synthetic_recipe(
+    "Synthetic (small CNN, d=128, CPU): Adam lr 1e-3, 600 iterations of one episode each, 5 train queries per "
+    "class, val (200 episodes) every 100 iterations: the same budget as OTAM, so the control is not starved."
 )
 
+# --------------------------------------------------------------------------- cards
 CARDS = (
     MethodCard(
         name="tsn",
@@ -88,6 +88,7 @@ CARDS = (
             "model.py CNN_TSN (its default is mean cosine to each support video; its norm_sq_dist option is ours)"
         ),
         published={},
+        published_source="none: TSN is our control",
         recipes={
             "default": _TSN_RECIPE,
             **{dataset: _TSN_RECIPE for dataset in ("ssv2-full", "ssv2-small", "kinetics100", "ucf101", "hmdb51")},

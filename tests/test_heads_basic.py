@@ -20,7 +20,8 @@ DATASETS = {"ssv2-full", "ssv2-small", "kinetics100", "ucf101", "hmdb51"}
 
 def _head(name: str, seed: int = 0, **options: object) -> FewShotHead:
     torch.manual_seed(seed)
-    config = HeadConfig(dim=DIM, frames=FRAMES, num_base_classes=10, options={**SMALL_OPTIONS, **options})
+    small = SMALL_OPTIONS if name == "trx" else {}
+    config = HeadConfig(dim=DIM, frames=FRAMES, num_base_classes=10, options={**small, **options})
     return HEADS[name](config).eval()
 
 

@@ -17,7 +17,6 @@ from fsar_bench.layers import (
     cosine_matrix,
     hyrsm_sinusoid_table,
     rename_keys,
-    resolve_options,
 )
 
 
@@ -106,12 +105,6 @@ def test_rename_keys_longest_prefix_wins() -> None:
     rules = [("a.", "x."), ("a.b.", "y.z."), ("c", "w")]
     mapping = rename_keys(["a.b.weight", "a.c.weight", "c", "d.bias"], rules)
     assert mapping == {"a.b.weight": "y.z.weight", "a.c.weight": "x.c.weight", "c": "w", "d.bias": "d.bias"}
-
-
-def test_resolve_options_rejects_unknown_keys() -> None:
-    assert resolve_options({"heads": 8, "dim": 2}, {"heads": 4}, "demo") == {"heads": 4, "dim": 2}
-    with pytest.raises(ValueError, match=r"unknown option\(s\) \['head'\]"):
-        resolve_options({"heads": 8}, {"head": 4}, "demo")
 
 
 def test_layout_tolerant_conv3d_survives_channels_last_and_computes_conv3d() -> None:

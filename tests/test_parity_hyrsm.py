@@ -15,6 +15,7 @@ from fsar_bench.api import (
     ReferenceStateError,
     TrainEpisode,
     add_episode_axis,
+    loss_weight_names,
     support_to_episode,
 )
 from methods import hyrsm
@@ -174,22 +175,25 @@ def test_few_adam_steps_reduce_loss() -> None:
 
 
 def test_unknown_option_and_card() -> None:
-    with pytest.raises(ValueError, match="unknown option"):
+    with pytest.raises(ValueError, match="unknown HyrsmHead option 'head_count'. Did you mean 'heads'"):
         small_head(head_count=4)
     (card,) = hyrsm.CARDS
     assert card.name == "hyrsm" and card.head is hyrsm.HyrsmHead
     assert {"ssv2-full", "ssv2-small", "kinetics100", "ucf101", "hmdb51", "synthetic"} <= set(card.recipes)
     assert card.published[("ssv2-full", 1)] == 54.3
-    for recipe in card.recipes.values():  # every loss weight must be a valid head option
-        small_head(**recipe.loss_weights, **recipe.head_options)
+    for recipe in card.recipes.values():  # every recipe option (loss weights included) must be a valid head option
+        small_head(**recipe.head_options)
 
 
 def test_recipes_follow_the_released_configs() -> None:
-    """Schedules as per-step factors, per-shot queries, PE constants as head options (not loss weights)."""
+    """Schedules as per-step factors, per-shot queries, PE constants and λ_cls as head options."""
     recipes = hyrsm.HYRSM_RECIPES
     kinetics = recipes["kinetics100"]
-    assert kinetics.head_options == {"position_a": 2048.0, "position_b": 0.01}
-    assert set(kinetics.loss_weights) == {"classification_weight"}
+    assert kinetics.head_options == {"classification_weight": 0.4, "position_a": 2048.0, "position_b": 0.01}
+    assert loss_weight_names(hyrsm.HyrsmOptions) == ("classification_weight",)
+    weights = {name: recipes[name].head_options["classification_weight"] for name in recipes}
+    assert weights == {"ssv2-full": 0.6, "ssv2-small": 0.15, "kinetics100": 0.4, "ucf101": 0.15, "hmdb51": 0.15,
+                       "synthetic": 0.6}
     assert kinetics.lr_steps == (1600, 2400, 3600) and kinetics.lr_factors == (0.5, 0.2, 0.5)
     assert math.isclose(kinetics.lr_multiplier(4799), 0.05)  # LRS 0.05 at the end
     assert recipes["ucf101"].lr_steps == (8400,) and recipes["hmdb51"].episodes_per_step == 8

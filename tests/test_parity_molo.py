@@ -14,6 +14,7 @@ from fsar_bench.api import (
     ReferenceStateError,
     TrainEpisode,
     add_episode_axis,
+    loss_weight_names,
     support_to_episode,
 )
 from methods import molo
@@ -235,14 +236,17 @@ def test_cards() -> None:
     assert set(cards) == {"molo", "molo-no-motion", "molo-no-contrastive", "molo-no-recons"}
     for card in cards.values():
         assert {"ssv2-full", "ssv2-small", "kinetics100", "ucf101", "hmdb51", "synthetic"} <= set(card.recipes)
-        for recipe in card.recipes.values():  # every loss weight must be a valid head option
-            small_head(card.name, **recipe.loss_weights, **recipe.head_options)
+        for recipe in card.recipes.values():  # every recipe option (loss weights included) must be a valid head option
+            small_head(card.name, **recipe.head_options)
     assert cards["molo"].published[("kinetics100", 1)] == 74.0
 
 
 def test_recipes_put_positional_constants_in_head_options() -> None:
     recipes = molo.MOLO_RECIPES
-    assert recipes["kinetics100"].head_options == {"position_a": 2048.0, "position_b": 0.02}
+    weights = {"classification_weight", "reconstruction_weight", "contrastive_weight"}
+    assert set(loss_weight_names(molo.MoloOptions)) == weights
+    assert recipes["kinetics100"].head_options == {"position_a": 2048.0, "position_b": 0.02, "classification_weight": 0.1,
+                                                   "reconstruction_weight": 0.1, "contrastive_weight": 0.05}
     for recipe in recipes.values():
-        assert set(recipe.loss_weights) == {"classification_weight", "reconstruction_weight", "contrastive_weight"}
+        assert weights <= set(recipe.head_options)
     assert recipes["ssv2-full"].lr_factors == (0.1, 0.1) and recipes["ssv2-full"].train_queries(5) == 6

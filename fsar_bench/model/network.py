@@ -45,7 +45,7 @@ class FSARModel(nn.Module):
         trunk = build_backbone(backbone, weights, backbone_dim)
         merged = {**card.options, **(options or {})}
         config = HeadConfig(dim=trunk.out_dim, frames=frames, num_base_classes=num_base_classes,
-                            feature_size=(size // 32, size // 32), options=merged)
+                            feature_size=(size // 32, size // 32), options=merged, method=card.name)
         spec = {"method": card.name, "backbone": backbone, "backbone_dim": trunk.out_dim, "frames": frames,
                 "size": size, "num_base_classes": num_base_classes, "options": merged}
         trunk = trunk.to(memory_format=torch.channels_last)  # 30-55% faster convolutions on CPU; backbone only

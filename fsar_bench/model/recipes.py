@@ -1,0 +1,154 @@
+"""Training recipes and frame preprocessing on the method cards, and the two recipe factories every card uses.
+
+* ``synthetic_recipe(notes, **changes)``: the shared CPU budget on the built-in ``synthetic`` benchmark
+  (Adam, lr 1e-3, 600 episodes of one step each, 5 train queries per class, val of 200 episodes every 100).
+  A method states only what it changes, and why, in ``notes``.
+* ``reference_recipe(...)``: a released reference config (lr, iterations, STEPS_ITER / STEPS / LRS schedule,
+  episodes per iteration, iterations per optimizer step) -> a Recipe counted in episodes.
+
+Usage (plugins import these names from ``fsar_bench.api``)::
+
+    SYNTHETIC = synthetic_recipe("Synthetic: the shared budget; key size 128 (= d)", head_options={"out_dim": 128})
+    TRX = reference_recipe(optimizer="sgd", momentum=0.0, lr=1e-3, iterations=100_000, iterations_per_step=16)
+    SSV2 = reference_recipe(lr=1e-4, iterations=40_000, steps_iter=3000, steps=(0, 6, 9),
+                            relative_lrs=(1, 0.1, 0.01), warmup_start_lr=2e-5, weight_decay=5e-5,
+                            val_every=1000, episodes_per_iteration=4, iterations_per_step=4)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A training recipe. ``iterations`` counts episodes; the optimizer steps every ``episodes_per_step``.
+
+    ``lr_steps`` are iteration counts at which the lr is multiplied by ``lr_decay`` (or, when
+    ``lr_factors`` is given, by ``lr_factors[i]`` at ``lr_steps[i]``); ``warmup`` iterations ramp it
+    linearly from ``warmup_start_lr`` (the reference configs' WARMUP_START_LR; default 0).
+    ``head_options`` are passed to the head as options (per-dataset constants and loss weights: a loss weight
+    is a head option, declared with ``loss_weight`` in the head's options dataclass).
+    ``train_queries_by_shot`` overrides ``train_queries_per_class`` per shot.
+    ``val_every``/``val_episodes`` control checkpoint selection on the val split.
+    """
+
+    optimizer: str = "adam"  # "adam" | "sgd"
+    lr: float = 1e-3
+    iterations: int = 1000
+    episodes_per_step: int = 1
+    train_queries_per_class: int = 5
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    warmup: int = 0
+    warmup_start_lr: float = 0.0
+    lr_steps: tuple[int, ...] = ()
+    lr_decay: float = 0.1
+    lr_factors: tuple[float, ...] = ()
+    head_options: Mapping[str, Any] = field(default_factory=dict)
+    train_queries_by_shot: Mapping[int, int] = field(default_factory=dict)
+    val_every: int = 100
+    val_episodes: int = 200
+    notes: str = ""
+
+    def train_queries(self, shot: int) -> int:
+        """Training queries per class at this shot."""
+        return int(self.train_queries_by_shot.get(shot, self.train_queries_per_class))
+
+    def lr_multiplier(self, iteration: float) -> float:
+        """Product of the decays whose step has passed (before warm-up)."""
+        factor = 1.0
+        for index, step in enumerate(self.lr_steps):
+            if iteration >= step:
+                factor *= self.lr_factors[index] if self.lr_factors else self.lr_decay
+        return factor
+
+
+SYNTHETIC_BUDGET: Mapping[str, Any] = {
+    "optimizer": "adam",
+    "lr": 1e-3,
+    "iterations": 600,
+    "episodes_per_step": 1,
+    "train_queries_per_class": 5,
+    "val_every": 100,
+    "val_episodes": 200,
+}
+"""What every method gets on ``synthetic`` (small CNN, d=128, CPU) unless its card says otherwise."""
+
+
+def synthetic_recipe(notes: str, **changes: Any) -> Recipe:
+    """The shared ``synthetic`` budget with a method's ``changes`` (any Recipe field); ``notes`` say why."""
+    return Recipe(**{**SYNTHETIC_BUDGET, **changes}, notes=notes)
+
+
+def reference_recipe(
+    *,
+    lr: float,
+    iterations: int,
+    steps_iter: int = 0,
+    steps: tuple[int, ...] = (0,),
+    relative_lrs: tuple[float, ...] = (1.0,),
+    warmup_start_lr: float = 0.0,
+    weight_decay: float = 0.0,
+    momentum: float = 0.9,
+    val_every: int = 100,
+    episodes_per_iteration: int = 1,
+    iterations_per_step: int = 1,
+    train_queries_per_class: int = 5,
+    train_queries_by_shot: Mapping[int, int] | None = None,
+    head_options: Mapping[str, Any] | None = None,
+    val_episodes: int = 1000,
+    optimizer: str = "adam",
+    notes: str = "",
+) -> Recipe:
+    """A released config -> Recipe counted in episodes, on its nominal schedule.
+
+    The config's ``SOLVER``: ``STEPS_ITER`` (one "epoch" of the schedule, in reference iterations), ``STEPS``
+    (epochs at which the relative lr changes; STEPS[0] = 0), ``LRS`` (lr relative to BASE_LR from each step on),
+    one warm-up epoch from ``warmup_start_lr`` (``steps_iter`` 0: a constant lr, no warm-up); ``iterations_per_step`` (the config's BATCH_SIZE_PER_TASK:
+    iterations per optimizer step). One reference iteration is ``episodes_per_iteration`` episodes (one per GPU).
+    ``val_every`` is in reference iterations. Decays that fall after the run are dropped.
+    """
+    scale = episodes_per_iteration
+    in_run = [index for index in range(1, len(steps)) if steps[index] * steps_iter < iterations]
+    return Recipe(
+        optimizer=optimizer,
+        lr=lr,
+        iterations=iterations * scale,
+        episodes_per_step=iterations_per_step * scale,
+        train_queries_per_class=train_queries_per_class,
+        train_queries_by_shot=dict(train_queries_by_shot or {}),
+        weight_decay=weight_decay,
+        momentum=momentum,
+        warmup=steps_iter * scale,
+        warmup_start_lr=warmup_start_lr,
+        lr_steps=tuple(steps[index] * steps_iter * scale for index in in_run),
+        lr_factors=tuple(round(relative_lrs[index] / relative_lrs[index - 1], 12) for index in in_run),
+        head_options=dict(head_options or {}),
+        val_every=val_every * scale,
+        val_episodes=val_episodes,
+        notes=notes,
+    )
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Frame preprocessing. ``resize``: "short-side" keeps aspect, "squash" resizes both sides.
+
+    ``resize_to`` 0 means no resize; ``crop`` is the centre crop (0: none); mean/std None means
+    no normalisation (pixels in [0, 1]).
+    """
+
+    resize: str = "short-side"
+    resize_to: int = 0
+    crop: int = 0
+    mean: tuple[float, float, float] | None = (0.45, 0.45, 0.45)
+    std: tuple[float, float, float] | None = (0.225, 0.225, 0.225)
+
+
+PERRETT_RESNET50_PREPROCESS = Preprocess(resize="short-side", resize_to=256, crop=224, mean=None, std=None)
+"""OTAM/TSN/TRX (Perrett library and official TRX): short side 256, centre crop 224, no normalisation."""
+MOLO_RESNET50_PREPROCESS = Preprocess(resize="squash", resize_to=256, crop=224)
+"""MoLo/HyRSM: squash to 256x256, centre crop 224, normalise with mean 0.45, std 0.225."""
