@@ -154,26 +154,6 @@ def test_batched_episodes_equal_single(shot: int, set_items: str) -> None:
     assert_batched_logits_match_single(head, support_features, query_features, shot)
 
 
-def test_few_adam_steps_reduce_loss() -> None:
-    head = small_head().train()
-    generator = torch.Generator().manual_seed(2)
-    way, shot, queries = 3, 2, 2
-    prototypes = torch.rand(way, 1, 32, generator=generator)
-    noise = 0.3 * torch.randn(way * (shot + queries), 6, 32, generator=generator)
-    support = torch.relu(prototypes.repeat_interleave(shot, 0) + noise[: way * shot])
-    query = torch.relu(prototypes.repeat_interleave(queries, 0) + noise[way * shot :])
-    episode = TrainEpisode(way, shot, torch.arange(way).repeat_interleave(queries), torch.tensor([4, 7, 1]))
-    optimizer = torch.optim.Adam(head.parameters(), lr=1e-3)
-    losses = []
-    for _ in range(8):
-        optimizer.zero_grad()
-        result = head.loss(support, query, episode)
-        result.total.backward()
-        optimizer.step()
-        losses.append(result.total.item())
-    assert losses[-1] < losses[0]
-
-
 def test_unknown_option_and_card() -> None:
     with pytest.raises(ValueError, match="unknown HyrsmHead option 'head_count'. Did you mean 'heads'"):
         small_head(head_count=4)
@@ -181,8 +161,6 @@ def test_unknown_option_and_card() -> None:
     assert card.name == "hyrsm" and card.head is hyrsm.HyrsmHead
     assert {"ssv2-full", "ssv2-small", "kinetics100", "ucf101", "hmdb51", "synthetic"} <= set(card.recipes)
     assert card.published[("ssv2-full", 1)] == 54.3
-    for recipe in card.recipes.values():  # every recipe option (loss weights included) must be a valid head option
-        small_head(**recipe.head_options)
 
 
 def test_recipes_follow_the_released_configs() -> None:

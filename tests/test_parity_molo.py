@@ -234,10 +234,8 @@ def test_few_adam_steps_reduce_loss_and_resized_target_warns() -> None:
 def test_cards() -> None:
     cards = {card.name: card for card in molo.CARDS}
     assert set(cards) == {"molo", "molo-no-motion", "molo-no-contrastive", "molo-no-recons"}
-    for card in cards.values():
+    for card in cards.values():  # every recipe's options parse: tests/test_methods_contract.py
         assert {"ssv2-full", "ssv2-small", "kinetics100", "ucf101", "hmdb51", "synthetic"} <= set(card.recipes)
-        for recipe in card.recipes.values():  # every recipe option (loss weights included) must be a valid head option
-            small_head(card.name, **recipe.head_options)
     assert cards["molo"].published[("kinetics100", 1)] == 74.0
 
 
