@@ -32,17 +32,17 @@ from fsar_bench.episodes import EpisodeSet, Protocol, draw_episodes, save_manife
 from fsar_bench.errors import DataError, UsageError
 from fsar_bench.evaluation.cache import EncodingCache, EncodingContext, cache_folder, code_sha256
 from fsar_bench.distributed import SINGLE, Distributed, from_environment, launched_by_torchrun, single_device
-from fsar_bench.evaluation.evaluate import choose_episode_batch, encode_unique, episode_accuracy, score_sharded, scoring_workers
+from fsar_bench.evaluation.evaluate import episode_accuracy, evaluate_episodes
 from fsar_bench.model.checkpoints import load_checkpoint_weights, read_checkpoint
 from fsar_bench.model.network import FSARModel
 from fsar_bench.model.reference_checkpoints import is_fsar_checkpoint, load_reference_checkpoint, read_checkpoint_file
-from fsar_bench.progress import step_progress
 from fsar_bench.files import file_sha256, json_sha256, write_json_atomic
 from fsar_bench.model.registry import MethodEntry, discover_methods
 from fsar_bench.store import (
     WEIGHTS_REFERENCE, WEIGHTS_TRAINED_HERE, WEIGHTS_UNTRAINED, EpisodeRecord, RunStore, check_writable,
 )
-from fsar_bench.train import console_progress, train_model
+from fsar_bench.progress import training_progress
+from fsar_bench.train import train_model
 from fsar_bench.data.video import open_reader
 from fsar_bench.data.synthetic import benchmark_data_version
 
@@ -198,7 +198,7 @@ def train_checkpoint(config: Config, entry: MethodEntry, benchmark: Benchmark, m
     val_protocol = make_protocol(config, benchmark, "val", shot, episodes=recipe.val_episodes)
     val_episodes = draw_episodes(val_protocol, benchmark.partition("val"))
     partial = path.with_name("training.partial.pt")
-    update, close = console_progress(recipe.iterations, f"train {entry.name} {benchmark.name} {shot}-shot",
+    update, close = training_progress(recipe.iterations, f"train {entry.name} {benchmark.name} {shot}-shot",
                                      quiet=not dist.is_main)
     try:
         result = train_model(model, recipe, benchmark, config.protocol["way"], shot, config.protocol["frames"],
@@ -278,7 +278,7 @@ def run_method(config: Config, request: RunRequest, standard_episodes: int | Non
     context = EncodingContext(checkpoint_sha, entry.name, model.spec, asdict(model.preprocess), protocol.frames,
                               protocol.sampling, open_reader().name, code_sha256(entry.card.head))
     cache = cache if cache is not None else encoding_cache(config, log)
-    summary = evaluate_into(run, model, benchmark, episodes, config, device, log, dist=dist, cache=cache,
+    summary = evaluate_into(run, model, benchmark, episodes, config, log, dist=dist, cache=cache,
                             context=context.digest())
     summary["seconds_total"] = time.time() - started
     summary.update(run_id=run_id, protocol_fingerprint=protocol.fingerprint, episode_fingerprint=episodes.fingerprint)
@@ -297,7 +297,7 @@ def encoding_cache(config: Config, log=print) -> EncodingCache:
 
 
 def evaluate_into(run: RunStore | None, model: FSARModel, benchmark: Benchmark, episodes: EpisodeSet, config: Config,
-                  device: torch.device, log=print, dist: Distributed = SINGLE, cache: EncodingCache | None = None,
+                  log=print, dist: Distributed = SINGLE, cache: EncodingCache | None = None,
                   context: str = "") -> dict[str, Any]:
     """Score every episode without a record (encoding only the videos they use, through ``cache``);
     return the summary. Under torchrun ``run`` is None except on rank 0, which alone appends records."""
@@ -306,40 +306,27 @@ def evaluate_into(run: RunStore | None, model: FSARModel, benchmark: Benchmark, 
     timings: dict[str, Any] = {"encode_seconds": 0.0, "score_seconds": 0.0, "videos_encoded": 0,
                                "encodings_from_cache": 0, "episode_batch": 0, "processes": dist.world_size}
     if len(todo):
-        needed = episodes.videos_of(todo)
-        log(f"{model.spec['method']} {benchmark.name} {episodes.protocol.shot}-shot: {len(todo)} episodes to score, "
-            f"{len(needed)} unique videos to encode" + (f" (resuming: {len(done)} already recorded)" if done else ""))
-        video_ids = [episodes.video_ids[v] for v in needed]
-        with step_progress(f"encode {len(needed)} videos", len(needed), dist.is_main) as advance:
-            encoded = encode_unique(model, video_ids, [benchmark.video_path(v) for v in video_ids], episodes.protocol.frames,
-                                    cache=cache, context=context, workers=config.run["workers"], dist=dist,
-                                    progress=advance)
-        timings.update(encode_seconds=encoded.seconds, videos_encoded=encoded.encoded, encodings_from_cache=encoded.from_cache)
-        log(f"encodings: {encoded.from_cache} of {len(needed)} from the cache, {encoded.encoded} encoded "
-            f"({encoded.seconds:.1f} s)")
-        row_of = np.full(len(episodes.video_ids), -1, dtype=np.int64)
-        row_of[needed] = np.arange(len(needed))
-        t0 = time.time()
-        workers = dist.broadcast_object(scoring_workers(device))
-        batch = config.run["episode_batch"] or dist.broadcast_object(
-            choose_episode_batch(model.head, encoded.reps, row_of, episodes, todo, device, workers=workers))
-        timings["episode_batch"] = batch
-        with step_progress(f"score {len(todo)} episodes", len(todo), dist.is_main) as advance:
-            for ids, predictions in score_sharded(model.head, encoded.reps, row_of, episodes, todo, batch, device, workers, dist):
-                if run is not None:
-                    correct = episode_accuracy(episodes, ids, predictions)
-                    run.append([EpisodeRecord(int(e), int(c), int(predictions.shape[1]), predictions[i].tolist())
-                                for i, (e, c) in enumerate(zip(ids, correct))])
-                advance(len(ids))
-        timings["score_seconds"] = time.time() - t0
+        def record(ids: np.ndarray, predictions: np.ndarray) -> None:
+            if run is not None:
+                correct = episode_accuracy(episodes, ids, predictions)
+                run.append([EpisodeRecord(int(e), int(c), int(predictions.shape[1]), predictions[i].tolist())
+                            for i, (e, c) in enumerate(zip(ids, correct))])
+
+        if done:
+            log(f"resuming: {len(done)} episodes already recorded")
+        label = f"{model.spec['method']} {benchmark.name} {episodes.protocol.shot}-shot"
+        timings.update(evaluate_episodes(model, episodes, todo, benchmark.video_path, record, cache=cache,
+                                         context=context, workers=config.run["workers"],
+                                         batch=config.run["episode_batch"], dist=dist, show_progress=True,
+                                         log=lambda message: log(f"{label}: {message}")))
     if run is None:
         return dist.broadcast_object(None)
     records = run.records()
     if len(records) != len(episodes):
         raise DataError(f"{run.folder}: {len(records)} records for {len(episodes)} episodes after scoring")
-    accuracy = np.array([100.0 * r.correct / r.queries for r in records])
+    from fsar_bench.report.stats import mean_ci  # scipy: imported when a summary is written, not at start-up
+
+    summary = mean_ci([100.0 * r.correct / r.queries for r in records])
     run.stamps["timings"] = timings
-    return dist.broadcast_object({"episodes": len(records), "accuracy": float(accuracy.mean()),
-            "std": float(accuracy.std(ddof=1)) if len(records) > 1 else float("nan"),
-            "ci95": float(1.96 * accuracy.std(ddof=1) / np.sqrt(len(records))) if len(records) > 1 else float("nan"),
-            "ddof": 1, **timings})
+    return dist.broadcast_object({"episodes": summary.n, "accuracy": summary.mean, "std": summary.std,
+                                  "ci95": summary.ci95, "ddof": summary.ddof, **timings})

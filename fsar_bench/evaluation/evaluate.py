@@ -14,7 +14,12 @@ batch-invariant: results are bit-identical to scoring episodes one at a time (te
 A ``PairwiseHead`` (OTAM) is scored through ``fsar_bench/evaluation/pairs.py`` instead: each distinct
 (query, support video) pair once, then the episodes gather their pair scores.
 
+``evaluate_episodes`` is the one path from episodes to predictions: encode the unique videos, index, batch,
+score. The runner's test evaluation and the validation during training both call it.
+
 Usage::
+
+    timings = evaluate_episodes(model, episodes, episode_ids, benchmark.video_path, on_batch, cache=cache)
 
     result = encode_unique(model, video_ids, paths, frames=8, cache=cache, context=context.digest())
     batch = choose_episode_batch(model.head, result.reps, row_of, episodes, todo, device)
@@ -43,6 +48,7 @@ from fsar_bench.data.loading import iterate_clip_batches
 from fsar_bench.model.network import FSARModel
 from fsar_bench.evaluation.pairs import score_pairwise
 from fsar_bench.evaluation.peak_memory import linear_peak_bytes, memory_budget
+from fsar_bench.progress import step_progress
 
 ProgressFn = Callable[[int], None]
 MAX_EPISODE_BATCH = 4096
@@ -289,6 +295,55 @@ def episode_accuracy(episodes: EpisodeSet, ids: np.ndarray, predictions: np.ndar
     return (predictions == episodes.query_labels[ids]).sum(axis=1)
 
 
+# --------------------------------------------------------------------------- the one evaluation path
+def evaluate_episodes(
+    model: FSARModel,
+    episodes: EpisodeSet,
+    episode_ids: np.ndarray,
+    video_path: Callable[[str], Path],
+    on_batch: Callable[[np.ndarray, np.ndarray], None],
+    *,
+    cache: EncodingCache | None = None,
+    context: str = "",
+    workers: int = 2,
+    batch: int = 0,
+    dist: Distributed = SINGLE,
+    show_progress: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, float | int]:
+    """Encode each unique video of ``episode_ids`` once (through ``cache``), then score the episodes in batches.
+
+    ``on_batch(ids [B], predictions [B, Q])`` is called batch by batch, in episode order (on every rank under
+    torchrun). ``batch`` 0 sizes batches from the memory budget. Both the test evaluation (``runner``) and the
+    validation during training (``evaluate_accuracy``) go through here. Returns the timings.
+    """
+    needed = episodes.videos_of(episode_ids)
+    video_ids = [episodes.video_ids[v] for v in needed]
+    if log:
+        log(f"{len(episode_ids)} episodes to score, {len(needed)} unique videos to encode")
+    with step_progress(f"encode {len(needed)} videos", len(needed), show_progress and dist.is_main) as advance:
+        encoded = encode_unique(model, video_ids, [video_path(v) for v in video_ids], episodes.protocol.frames,
+                                cache=cache, context=context, workers=workers, dist=dist, progress=advance)
+    if log:
+        log(f"encodings: {encoded.from_cache} of {len(needed)} from the cache, {encoded.encoded} encoded "
+            f"({encoded.seconds:.1f} s)")
+    row_of = np.full(len(episodes.video_ids), -1, dtype=np.int64)
+    row_of[needed] = np.arange(len(needed))
+    started = time.time()
+    device = model.device
+    threads = dist.broadcast_object(scoring_workers(device))
+    batch = batch or dist.broadcast_object(
+        choose_episode_batch(model.head, encoded.reps, row_of, episodes, episode_ids, device, workers=threads))
+    label = f"score {len(episode_ids)} episodes"
+    with step_progress(label, len(episode_ids), show_progress and dist.is_main) as advance:
+        for ids, predictions in score_sharded(model.head, encoded.reps, row_of, episodes, episode_ids, batch, device,
+                                              threads, dist):
+            on_batch(ids, predictions)
+            advance(len(ids))
+    return {"encode_seconds": encoded.seconds, "score_seconds": time.time() - started,
+            "videos_encoded": encoded.encoded, "encodings_from_cache": encoded.from_cache, "episode_batch": batch}
+
+
 def evaluate_accuracy(
     model: FSARModel,
     episodes: EpisodeSet,
@@ -297,16 +352,12 @@ def evaluate_accuracy(
     batch: int = 0,
     dist: Distributed = SINGLE,
 ) -> float:
-    """Mean accuracy (%) over all episodes (no cache: used for validation during training)."""
-    every = np.arange(len(episodes))
-    needed = episodes.videos_of(every)
-    ids = [episodes.video_ids[v] for v in needed]
-    reps = encode_unique(model, ids, [video_path(v) for v in ids], episodes.protocol.frames, workers=workers, dist=dist).reps
-    row_of = np.full(len(episodes.video_ids), -1, dtype=np.int64)
-    row_of[needed] = np.arange(len(needed))
-    threads = scoring_workers(model.device)
-    batch = batch or choose_episode_batch(model.head, reps, row_of, episodes, every, model.device, workers=threads)
-    correct = 0
-    for ids_done, predictions in score_sharded(model.head, reps, row_of, episodes, every, batch, model.device, threads, dist):
-        correct += int(episode_accuracy(episodes, ids_done, predictions).sum())
-    return 100.0 * correct / episodes.query.size
+    """Mean accuracy (%) over all episodes, through ``evaluate_episodes`` without a cache (validation)."""
+    correct = [0]
+
+    def count(ids: np.ndarray, predictions: np.ndarray) -> None:
+        correct[0] += int(episode_accuracy(episodes, ids, predictions).sum())
+
+    evaluate_episodes(model, episodes, np.arange(len(episodes)), video_path, count, workers=workers, batch=batch,
+                      dist=dist)
+    return 100.0 * correct[0] / episodes.query.size

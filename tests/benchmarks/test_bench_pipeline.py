@@ -85,7 +85,7 @@ class Setup:
                   "episode_fingerprint": episodes.fingerprint, "checkpoint_sha256": self.context}
         run = RunStore.open(self.root / "results", name or f"bench{self.runs}", stamps)
         start = time.perf_counter()
-        summary = evaluate_into(run, self.model, self.benchmark, episodes, self.config, torch.device("cpu"),
+        summary = evaluate_into(run, self.model, self.benchmark, episodes, self.config,
                                 log=lambda message: None, cache=cache, context=self.context)
         return time.perf_counter() - start, summary
 
