@@ -57,7 +57,6 @@ RECIPE_KEYS: dict[str, type | tuple[type, ...]] = {
     for field in dataclasses.fields(Recipe)
 }
 METHOD_KEYS: dict[str, type | tuple[type, ...]] = {**RECIPE_KEYS, "options": dict, "backbone": str}
-PATH_KEYS = {"results", "cache", "methods", "splits"}
 
 
 @dataclass(frozen=True)

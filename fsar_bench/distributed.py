@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 import torch
 
 from fsar_bench.api import Reps
-from fsar_bench.errors import FsarError, UsageError
+from fsar_bench.errors import FsarError, UsageError, first_line
 
 T = TypeVar("T")
 DEFAULT_TIMEOUT_MINUTES = 120
@@ -170,7 +170,7 @@ def from_environment(device_name: str = "auto") -> tuple[Distributed, torch.devi
             torch.distributed.init_process_group("nccl" if want_cuda else "gloo", rank=rank, world_size=world,
                                                  timeout=timeout)
         except Exception as error:
-            raise RankFailure(f"rank {rank} of {world} could not join the torchrun group ({_first_line(error)}); "
+            raise RankFailure(f"rank {rank} of {world} could not join the torchrun group ({first_line(error)}); "
                               "check MASTER_ADDR/MASTER_PORT and that every node started") from None
     return Distributed(rank, world, local), device
 
@@ -195,7 +195,7 @@ def _call(function, *args, **kwargs):
     except (RuntimeError, ValueError) as error:  # DistBackendError is a RuntimeError
         rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else "?"
         raise RankFailure(
-            f"rank {rank}: another process of this torchrun job stopped or timed out ({_first_line(error)}). "
+            f"rank {rank}: another process of this torchrun job stopped or timed out ({first_line(error)}). "
             "The records written so far are kept: fix the cause (see that rank's error above) and run the "
             "same command again to resume."
         ) from None
@@ -204,7 +204,3 @@ def _call(function, *args, **kwargs):
 def _items(reps: Reps) -> list[tuple[str, torch.Tensor]]:
     return [("", reps)] if isinstance(reps, torch.Tensor) else sorted(reps.items())
 
-
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0][:200] if lines else type(error).__name__

@@ -47,3 +47,10 @@ class ProtocolMismatchError(FsarError):
     """A checkpoint, cache or stored run does not belong to this protocol or method."""
 
     exit_code = 4
+
+
+def first_line(error: BaseException, limit: int = 200) -> str:
+    """The first line of an error's message (at most ``limit`` characters), or its type name when it has none:
+    the part of a library's exception worth quoting inside our own message."""
+    lines = str(error).strip().splitlines()
+    return lines[0][:limit] if lines else type(error).__name__

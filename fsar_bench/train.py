@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -218,34 +217,3 @@ def train_model(
             if on_progress:
                 on_progress(entry)
     return TrainResult(checkpoint_path, sha, best[0], best[1], recipe.iterations, time.time() - started, history)
-
-
-def console_progress(total: int, label: str, quiet: bool = False) -> tuple[Callable[[dict], None], Callable[[], None]]:
-    """A rich progress bar showing loss and val accuracy (plain lines when not a terminal; nothing when quiet).
-
-    Returns (update, close).
-    """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    if quiet:
-        return lambda entry: None, lambda: None
-
-    if not sys.stderr.isatty():
-        def update_plain(entry: dict) -> None:
-            if "val_acc" in entry:
-                print(f"{label}: iteration {entry['iteration']}/{total} loss {entry['loss']:.3f} "
-                      f"val {entry['val_acc']:.1f}%", file=sys.stderr, flush=True)
-        return update_plain, lambda: None
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("loss {task.fields[loss]}  val {task.fields[val]}"), TimeRemainingColumn(),
-                        transient=False)
-    task = progress.add_task(label, total=total, loss="-", val="-")
-    progress.start()
-    last_val = ["-"]
-
-    def update(entry: dict) -> None:
-        if "val_acc" in entry:
-            last_val[0] = f"{entry['val_acc']:.1f}%"
-        progress.update(task, advance=1, loss=f"{entry['loss']:.3f}", val=last_val[0])
-
-    return update, progress.stop

@@ -199,10 +199,6 @@ class HyrsmHead(FewShotHead):
         """[V, T, d] -> {"frames": [V, T, d], "mean": [V, d], "set_qkv": [V, 3, d]}."""
         return self._encode_intra(torch.relu(self.intra_relation(features)))
 
-    def base_class_logits(self, features: Tensor) -> Tensor:
-        """[V, T, d] -> base-class logits of every frame after the intra-relation and ReLU [V*T, classes]."""
-        return self.base_classifier(torch.relu(self.intra_relation(features))).flatten(0, 1)
-
     def _encode_intra(self, intra: Tensor) -> dict[str, Tensor]:
         frame_weight = self.fusion.weight[:, : self.config.dim, 0]
         mean = intra.mean(dim=-2)

@@ -32,7 +32,6 @@ from fsar_bench.api import (
     NoOptions,
     PairwiseHead,
     Reps,
-    expand_pairs,
     reference_recipe,
     synthetic_recipe,
 )
@@ -87,19 +86,6 @@ class OTAMHead(PairwiseHead):
     def reduce_pairs(self, scores: Tensor) -> Tensor:
         """[E, Q, N, K] -> [E, Q, N] = -mean over the K support videos."""
         return -scores.mean(dim=-1)
-
-    # -- per-episode views of the intermediates (parity tests)
-    def frame_distances(self, support: Reps, query: Reps) -> Tensor:
-        """support [E, N, K, T, d], query [E, Q, T, d] -> D [E, Q, N, K, T, T]."""
-        pair_support, pair_query, lead = expand_pairs(support, query)
-        distances = self.pair_distances(pair_support, pair_query)
-        return distances.reshape(*lead, *distances.shape[1:])
-
-    def alignment_costs(self, support: Reps, query: Reps) -> tuple[Tensor, Tensor]:
-        """(query->support, support->query) costs of every episode pair, each [E, Q, N, K]."""
-        pair_support, pair_query, lead = expand_pairs(support, query)
-        query_to_support, support_to_query = self.pair_costs(pair_support, pair_query)
-        return query_to_support.reshape(lead), support_to_query.reshape(lead)
 
 
 # --------------------------------------------------------------------------- soft DTW

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fsar_bench.api import HeadConfig, ReferenceStateError, TrainEpisode
+from fsar_bench.api import HeadConfig, ReferenceStateError, TrainEpisode, expand_pairs
 from methods.otam import OTAMHead
 from tests.conftest import first_parity_fixture, parity_fixtures
 
@@ -51,6 +51,20 @@ def _per_support(reference: torch.Tensor, fixture: dict) -> torch.Tensor:
     return reordered.reshape(reordered.shape[0], meta["way"], meta["shot"], *reordered.shape[2:])
 
 
+def _frame_distances(head: OTAMHead, support: dict, query: dict) -> torch.Tensor:
+    """support [E, N, K, T, d], query [E, Q, T, d] -> D [E, Q, N, K, T, T] (the head's pair distances per episode)."""
+    pair_support, pair_query, lead = expand_pairs(support, query)
+    distances = head.pair_distances(pair_support, pair_query)
+    return distances.reshape(*lead, *distances.shape[1:])
+
+
+def _alignment_costs(head: OTAMHead, support: dict, query: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(query->support, support->query) costs of every episode pair, each [E, Q, N, K]."""
+    pair_support, pair_query, lead = expand_pairs(support, query)
+    query_to_support, support_to_query = head.pair_costs(pair_support, pair_query)
+    return query_to_support.reshape(lead), support_to_query.reshape(lead)
+
+
 @pytest.mark.parametrize("path", FIXTURES)
 def test_eval_logits_and_intermediates(path: Path) -> None:
     fixture = _load(path)
@@ -59,8 +73,8 @@ def test_eval_logits_and_intermediates(path: Path) -> None:
     with torch.no_grad():
         support, query = _episode_reps(head, fixture)
         logits = head.logits(support, query)[0]
-        distances = head.frame_distances(support, query)[0]
-        query_to_support, support_to_query = head.alignment_costs(support, query)
+        distances = _frame_distances(head, support, query)[0]
+        query_to_support, support_to_query = _alignment_costs(head, support, query)
     torch.testing.assert_close(logits, fixture["outputs"]["eval"]["logits"], **TOLERANCE)
     torch.testing.assert_close(distances, _per_support(intermediates["frame_dists"], fixture), **TOLERANCE)
     torch.testing.assert_close(query_to_support[0], _per_support(intermediates["cum_dist_q2s"], fixture), **TOLERANCE)

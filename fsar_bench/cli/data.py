@@ -17,8 +17,9 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
-from fsar_bench.cli.common import config_from, handle_errors, is_terminal, stderr, stdout
+from fsar_bench.cli.common import config_from, handle_errors, stderr, stdout
 from fsar_bench.errors import DataError, UsageError
+from fsar_bench.progress import ProgressBar
 
 app = typer.Typer(help="Prepare and check datasets.", no_args_is_help=True)
 
@@ -60,7 +61,6 @@ def check(
     trust_splits: TrustOpt = False,
 ) -> None:
     """Check every video of a benchmark: counts per partition, every bad file, a JSON report; exit 3 on any problem."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.table import Table
 
     from fsar_bench.data.check import check_benchmark
@@ -72,11 +72,9 @@ def check(
     options = DataOptions(root=root, layout=layout, splits_dir=splits_dir, trust_splits=trust_splits)
     benchmark = open_benchmark(dataset, config, options)
     parts = [partition] if partition else list(PARTITIONS)
-    with Progress(TextColumn(f"data check {dataset}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=stderr, disable=not is_terminal(), transient=True) as bar:
-        task = bar.add_task("videos", total=None)
+    with ProgressBar(f"data check {dataset}" + (" (decoding)" if decode else "")) as bar:
         result = check_benchmark(benchmark, parts, config.protocol["frames"], decode=decode, jobs=jobs,
-                                 progress=lambda n: bar.advance(task, n), on_total=lambda n: bar.update(task, total=n))
+                                 progress=bar.advance, on_total=bar.set_total)
     stdout.print(f"{dataset}: {result.root} (layout {result.layout}{', every frame decoded' if decode else ''})",
                  soft_wrap=True, markup=False)
     table = Table()

@@ -67,10 +67,6 @@ class Partition:
         """Every video id, class by class in sorted order."""
         return tuple(video for name in self.classes for video in self.videos[name])
 
-    def class_of(self) -> dict[str, str]:
-        """video id -> class name."""
-        return {video: name for name in self.classes for video in self.videos[name]}
-
     def smallest_class(self) -> tuple[str, int]:
         """(class name, number of videos) of the class with the fewest videos."""
         name = min(self.classes, key=lambda c: (len(self.videos[c]), c))

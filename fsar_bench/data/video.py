@@ -22,6 +22,7 @@ from typing import Protocol
 
 import numpy as np
 
+from fsar_bench.errors import first_line
 
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
 PROBLEM_KINDS = ("missing", "empty", "unreadable", "corrupt", "too-short")
@@ -91,7 +92,7 @@ class DecordReader:
         try:
             return self._decord.VideoReader(str(path), num_threads=1)
         except Exception as error:  # decord raises its own DECORDError and RuntimeError
-            raise VideoError(path, f"cannot be opened by decord ({_first_line(error)}); the file is corrupt or not a video") from None
+            raise VideoError(path, f"cannot be opened by decord ({first_line(error)}); the file is corrupt or not a video") from None
 
     def num_frames(self, path: Path) -> int:
         return len(self._open(path))
@@ -105,7 +106,7 @@ class DecordReader:
         try:
             return video.get_batch(list(indices)).asnumpy()
         except Exception as error:
-            raise VideoError(path, f"decoding failed ({_first_line(error)}); the file is truncated or corrupt", "corrupt") from None
+            raise VideoError(path, f"decoding failed ({first_line(error)}); the file is truncated or corrupt", "corrupt") from None
 
 
 class PyAVReader:
@@ -125,7 +126,7 @@ class PyAVReader:
         try:
             container = self._av.open(str(path))
         except Exception as error:
-            raise VideoError(path, f"cannot be opened by PyAV ({_first_line(error)}); the file is corrupt or not a video") from None
+            raise VideoError(path, f"cannot be opened by PyAV ({first_line(error)}); the file is corrupt or not a video") from None
         try:
             with container:
                 if not container.streams.video:
@@ -137,7 +138,7 @@ class PyAVReader:
         except VideoError:
             raise
         except Exception as error:
-            raise VideoError(path, f"decoding failed after {len(frames)} frames ({_first_line(error)}); "
+            raise VideoError(path, f"decoding failed after {len(frames)} frames ({first_line(error)}); "
                              "the file is truncated or corrupt", "corrupt") from None
         return frames
 
@@ -190,7 +191,7 @@ class FrameFolderReader:
                 with Image.open(files[index]) as image:
                     images.append(np.asarray(image.convert("RGB")))
             except Exception as error:
-                raise VideoError(path, f"frame {files[index].name} cannot be decoded ({_first_line(error)})", "corrupt") from None
+                raise VideoError(path, f"frame {files[index].name} cannot be decoded ({first_line(error)})", "corrupt") from None
             if images[-1].shape != images[0].shape:
                 raise VideoError(path, f"frame {files[index].name} is {images[-1].shape[1]}x{images[-1].shape[0]}, "
                                        f"frame {files[indices[0]].name} is {images[0].shape[1]}x{images[0].shape[0]}", "corrupt")
@@ -259,7 +260,3 @@ def _check_file(path: Path) -> None:
     if path.stat().st_size == 0:
         raise VideoError(path, "is an empty file (0 bytes)", "empty")
 
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0][:200] if text else type(error).__name__

@@ -140,10 +140,6 @@ class CacheStats:
     corrupt: int = 0
     evicted: int = 0
 
-    @property
-    def hits(self) -> int:
-        return self.memory_hits + self.disk_hits
-
 
 # --------------------------------------------------------------------------- entry files
 def encode_entry(reps: Reps, meta: Mapping[str, Any]) -> bytes:

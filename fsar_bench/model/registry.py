@@ -72,7 +72,7 @@ class MethodRegistry:
             self.methods[card.name] = MethodEntry(card.name, origin, card)
 
 
-def _cards_of(module: ModuleType | object, origin: str) -> list[MethodCard]:
+def _cards_of(module: ModuleType | object) -> list[MethodCard]:
     if isinstance(module, MethodCard):
         return [module]
     cards = getattr(module, "CARDS", None)
@@ -119,7 +119,7 @@ def discover_methods(methods_dir: Path | None, entry_points: bool = True) -> Met
         if path.name.startswith("_"):
             continue
         try:
-            cards = _cards_of(load_plugin_file(path), str(path))
+            cards = _cards_of(load_plugin_file(path))
         except Exception as error:  # a broken plugin must not break the others
             registry.failures.append(PluginFailure(_failure_location(error, path), f"{type(error).__name__}: {error}"))
             continue
@@ -129,7 +129,7 @@ def discover_methods(methods_dir: Path | None, entry_points: bool = True) -> Met
         for point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
             origin = f"entry point {point.name} = {point.value}"
             try:
-                cards = _cards_of(point.load(), origin)
+                cards = _cards_of(point.load())
             except Exception as error:
                 registry.failures.append(PluginFailure(origin, f"{type(error).__name__}: {error}"))
                 continue

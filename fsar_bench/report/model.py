@@ -157,8 +157,3 @@ class Report:
     incomplete: tuple[IncompleteRun, ...]
     not_shown: tuple[NotShown, ...]
     skipped: tuple[SkippedRun, ...]
-
-    @property
-    def multi_seed(self) -> bool:
-        """True when some row aggregates several training seeds."""
-        return any(row.n_seeds > 1 for table in self.tables for row in table.rows)

@@ -84,10 +84,6 @@ class RunData:
         return str(self.stamps["episode_fingerprint"])
 
     @property
-    def expected_episodes(self) -> int:
-        return int(self.stamps["protocol"]["episodes"])
-
-    @property
     def train_seed(self) -> int | None:
         seed = (self.stamps.get("seeds") or {}).get("train")
         return None if seed is None else int(seed)
