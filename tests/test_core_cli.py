@@ -51,12 +51,36 @@ def test_config_show_prints_resolved_values(config):
     assert result.exit_code == 0 and '"episodes": 10000' in result.output
 
 
-def test_methods_lists_origins(config):
-    result = runner.invoke(app, ["--config", str(config), "methods"], env={"COLUMNS": "250"})
+def test_methods_lists_origin_file_names_at_80_columns(config):
+    result = runner.invoke(app, ["--config", str(config), "methods"], env={"COLUMNS": "80"})
     assert result.exit_code == 0
-    for name in ("otam", "tsn", "trx", "hyrsm", "molo"):
-        assert name in result.output
-    assert "methods/otam.py" in result.output
+    rows = {line.split("│")[1].strip(): line.split("│")[3].strip() for line in result.output.splitlines()
+            if line.startswith("│") and line.split("│")[1].strip()}
+    assert {name: rows.get(name) for name in ("otam", "tsn", "trx", "hyrsm", "molo-no-motion")} == {
+        "otam": "otam.py", "tsn": "tsn.py", "trx": "trx.py", "hyrsm": "hyrsm.py", "molo-no-motion": "molo.py"}
+    assert all(len(line) <= 80 for line in result.output.splitlines()) and "…" not in result.output
+    assert "files in " in result.output and "methods" in result.output
+
+
+def test_run_at_80_columns_ends_with_its_results_folder(config, tmp_path):
+    result = runner.invoke(app, ["--config", str(config), "run", "tsn", "-d", "synthetic", "--shots", "1",
+                                 "--episodes", "6", "--no-train"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    [summary] = [line for line in lines if line.startswith("tsn synthetic 1-shot: ") and " ± " in line]
+    assert summary.endswith("(6 episodes)") and len(summary) <= 80  # the parenthesis is never cut by a wrap
+    [folder] = list((tmp_path / "results" / "runs").iterdir())
+    assert lines[-1] == f"results: {folder}"
+
+
+def test_ctrl_c_prints_how_to_resume_and_exits_130(config, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("fsar_bench.runner.run_method", interrupted)
+    result = invoke(config, "run", "tsn", "-d", "synthetic", "--shots", "1", "--episodes", "6", "--no-train")
+    assert result.exit_code == 130
+    assert "interrupted — run the same command to resume" in result.output and "Traceback" not in result.output
 
 
 def _copy_cache_with(tmp_path, synthetic_cache, damage):

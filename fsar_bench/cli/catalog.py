@@ -8,6 +8,8 @@ Usage::
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 from rich.table import Table
 
@@ -22,13 +24,15 @@ def register(app: typer.Typer) -> None:
         from fsar_bench.model.registry import discover_methods
 
         config = config_from(ctx)
-        registry = discover_methods(config.path("methods"))
-        table = Table(title=f"methods ({config.path('methods')})")
-        for column in ("name", "summary", "origin"):
-            table.add_column(column)
+        folder = config.path("methods")
+        registry = discover_methods(folder)
+        table = Table(caption=f"files in {folder}", caption_justify="left")
+        table.add_column("name", no_wrap=True)
+        table.add_column("summary", ratio=1)
+        table.add_column("origin", no_wrap=True)
         for name in registry.names():
             entry = registry.methods[name]
-            table.add_row(name, entry.card.summary, entry.origin)
+            table.add_row(name, entry.card.summary, _short_origin(entry.origin, folder))
         stdout.print(table)
         for name, origins in registry.duplicates.items():
             stderr.print(f"[red]duplicate method name {name!r}[/]: defined in {' and '.join(origins)}")
@@ -49,3 +53,9 @@ def register(app: typer.Typer) -> None:
             root = config.dataset_settings(name).get("root", "generated in the cache" if name == "synthetic" else "(not set)")
             table.add_row(name, BENCHMARK_DESCRIPTIONS.get(name, ""), root)
         stdout.print(table)
+
+
+def _short_origin(origin: str, folder: Path) -> str:
+    """A plugin file in the methods folder by its name alone (the folder is the caption); others in full."""
+    path = Path(origin)
+    return path.name if path.parent == folder else origin

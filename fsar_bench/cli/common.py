@@ -24,8 +24,13 @@ stdout = Console(highlight=False)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+INTERRUPTED_EXIT_CODE = 130
+"""128 + SIGINT, what shells report for a command stopped by Ctrl-C."""
+
+
 def handle_errors(command: F) -> F:
-    """Turn fsar-bench errors into a one-paragraph message on stderr and the documented exit code."""
+    """Turn fsar-bench errors into a one-paragraph message on stderr and the documented exit code; Ctrl-C into
+    "interrupted" and exit code 130 (runs resume where they stopped), without a traceback."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -38,6 +43,9 @@ def handle_errors(command: F) -> F:
             stderr.print(f"[bold red]error:[/] video {escape(str(error))}. Run `fsar-bench data check` to list every bad file.",
                          markup=True, soft_wrap=True)
             raise typer.Exit(3) from None
+        except KeyboardInterrupt:
+            stderr.print("\ninterrupted — run the same command to resume", markup=False)
+            raise typer.Exit(INTERRUPTED_EXIT_CODE) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -58,6 +66,3 @@ def parse_shots(text: str) -> list[int]:
         shots.append(int(part))
     return sorted(set(shots))
 
-
-def is_terminal() -> bool:
-    return sys.stderr.isatty()

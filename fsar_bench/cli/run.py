@@ -67,14 +67,17 @@ def _evaluate(ctx: typer.Context, method: str, dataset: str, shots: str, cli: di
         request = RunRequest(method, dataset, shot, checkpoint, no_train, retrain, data or _data_options(None, False, False))
         summary = run_method(config, request, standard,
                              log=lambda message: stderr.print(message))
-        if main_process:
+        if main_process:  # the result, then its fingerprints: short lines that do not wrap at 80 columns
             stderr.print(f"{method} {dataset} {shot}-shot: {summary['accuracy']:.2f} ± {summary['ci95']:.2f} "
-                         f"over {summary['episodes']} episodes (protocol {summary['protocol_fingerprint'][:8]}, "
-                         f"episodes {summary['episode_fingerprint'][:12]})")
+                         f"({summary['episodes']:,} episodes)", markup=False)
+            stderr.print(f"  protocol {summary['protocol_fingerprint'][:8]}, episodes {summary['episode_fingerprint'][:12]}",
+                         markup=False)
         run_ids.append(summary["run_id"])
     if main_process:  # under torchrun, rank 0 alone reports (every rank holds the same summary)
         table = collect_runs(config.path("results"), config.protocol)
         stdout.print(format_table(table[table["run"].isin(run_ids)], "table"))
+        for run_id in run_ids:  # the last lines: where the results went (soft-wrapped: a path stays one line)
+            stderr.print(f"results: {config.path('results') / 'runs' / run_id}", markup=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

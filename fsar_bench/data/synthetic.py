@@ -21,7 +21,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -201,18 +202,27 @@ def _write_class(args: tuple[SyntheticClass, SyntheticSpec, str]) -> list[str]:
     return ids
 
 
-def generate_synthetic(target: Path, spec: SyntheticSpec, jobs: int | None = None) -> Path:
-    """Write videos and split files into ``target`` atomically (a temp folder renamed at the end)."""
+def generate_synthetic(target: Path, spec: SyntheticSpec, jobs: int | None = None,
+                       progress: Callable[[int], None] | None = None) -> Path:
+    """Write videos and split files into ``target`` atomically (a temp folder renamed at the end);
+    ``progress(1)`` after each class is written."""
     staging = make_shared_temp_folder(target.parent, ".synth-")
+    advance = progress or (lambda count: None)
     try:
         classes = synthetic_classes()
         jobs = jobs or min(len(classes), os.cpu_count() or 1)
         work = [(cls, spec, str(staging / "videos")) for cls in classes]
         if jobs > 1:
             with ProcessPoolExecutor(max_workers=jobs) as pool:
-                video_ids = list(pool.map(_write_class, work))
+                futures = [pool.submit(_write_class, item) for item in work]
+                for _ in as_completed(futures):
+                    advance(1)
+                video_ids = [future.result() for future in futures]
         else:
-            video_ids = [_write_class(item) for item in work]
+            video_ids = []
+            for item in work:
+                video_ids.append(_write_class(item))
+                advance(1)
         (staging / "splits").mkdir()
         for partition in ("train", "val", "test"):
             lines = [vid for cls, ids in zip(classes, video_ids) if partition_of(cls) == partition for vid in ids]
@@ -236,9 +246,13 @@ def benchmark_data_version(name: str) -> str:
 
 
 def ensure_synthetic(cache_dir: Path, spec: SyntheticSpec | None = None, force: bool = False) -> Path:
-    """The dataset folder for ``spec`` under ``cache_dir``, generated if absent (or ``force``)."""
+    """The dataset folder for ``spec`` under ``cache_dir``, generated if absent (or ``force``), with a progress
+    bar on a terminal (the first use takes a while)."""
+    from fsar_bench.progress import step_progress
+
     spec = spec or SyntheticSpec()
     target = cache_dir / f"synthetic-{spec.cache_key()}"
     if force or not (target / "COMPLETE.json").is_file():
-        generate_synthetic(target, spec)
+        with step_progress("generating the synthetic benchmark", len(synthetic_classes())) as advance:
+            generate_synthetic(target, spec, progress=advance)
     return target
