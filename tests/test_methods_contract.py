@@ -61,6 +61,11 @@ def batched_episodes(head: FewShotHead, episodes: int, way: int, shot: int, quer
     return index_reps(pool, picks[:, : way * shot].reshape(episodes, way, shot)), index_reps(pool, picks[:, way * shot:])
 
 
+def test_every_plugin_file_loads() -> None:
+    """A plugin that fails to import would silently drop out of the tests below: none may."""
+    assert not REGISTRY.failures and not REGISTRY.duplicates and CARDS
+
+
 # --------------------------------------------------------------------------- per video, per episode
 @ids
 @pytest.mark.parametrize(("way", "shot", "queries"), [(5, 1, 5), (3, 2, 7)])
