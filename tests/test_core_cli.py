@@ -68,7 +68,8 @@ def test_run_at_80_columns_ends_with_its_results_folder(config, tmp_path):
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     [summary] = [line for line in lines if line.startswith("tsn synthetic 1-shot: ") and " ± " in line]
-    assert summary.endswith("(6 episodes)") and len(summary) <= 80  # the parenthesis is never cut by a wrap
+    assert summary.endswith(" over 6 episodes") and len(summary) <= 80  # one line, never cut by a wrap
+    assert lines[lines.index(summary) + 1].startswith("  protocol ")  # the fingerprints on their own line
     [folder] = list((tmp_path / "results" / "runs").iterdir())
     assert lines[-1] == f"results: {folder}"
 

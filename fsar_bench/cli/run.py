@@ -69,7 +69,7 @@ def _evaluate(ctx: typer.Context, method: str, dataset: str, shots: str, cli: di
                              log=lambda message: stderr.print(message))
         if main_process:  # the result, then its fingerprints: short lines that do not wrap at 80 columns
             stderr.print(f"{method} {dataset} {shot}-shot: {summary['accuracy']:.2f} ± {summary['ci95']:.2f} "
-                         f"({summary['episodes']:,} episodes)", markup=False)
+                         f"over {summary['episodes']:,} episodes", markup=False)
             stderr.print(f"  protocol {summary['protocol_fingerprint'][:8]}, episodes {summary['episode_fingerprint'][:12]}",
                          markup=False)
         run_ids.append(summary["run_id"])
