@@ -313,7 +313,7 @@ def evaluate_into(run: RunStore | None, model: FSARModel, benchmark: Benchmark, 
                             for i, (e, c) in enumerate(zip(ids, correct))])
 
         if done:
-            log(f"resuming: {len(done)} episodes already recorded")
+            log(f"resuming: {len(done)} already recorded")
         label = f"{model.spec['method']} {benchmark.name} {episodes.protocol.shot}-shot"
         timings.update(evaluate_episodes(model, episodes, todo, benchmark.video_path, record, cache=cache,
                                          context=context, workers=config.run["workers"],
