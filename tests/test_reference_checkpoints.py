@@ -75,8 +75,8 @@ def reference_state(method: str, model: FSARModel, data_parallel: bool = True) -
     for key, ref in model.head.reference_key_map().items():
         state[f"{layout.head_prefix}{ref}"] = ours[f"head.{key}"].clone()
     for ref in model.head.ignored_reference_keys():  # saved by the reference, unused (TRX's norm_v)
-        if ".norm_v." in ref:
-            state[f"{layout.head_prefix}{ref}"] = torch.ones(model.head.out_dim)
+        if ".norm_v." in ref:  # a LayerNorm of norm_k's size
+            state[f"{layout.head_prefix}{ref}"] = torch.ones_like(state[f"{layout.head_prefix}{ref}".replace("norm_v", "norm_k")])
     for ref in model.head.optional_reference_keys():  # never saved by the reference (STRM's clsW)
         state.pop(f"{layout.head_prefix}{ref}", None)
     if data_parallel and layout.head_prefix == MOLO_REPOSITORY:  # DDP: "module." (stripped at save, not always)
