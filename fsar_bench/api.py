@@ -48,6 +48,16 @@ from fsar_bench.model.options import (  # noqa: F401 (re-exported for plugins)
     option_names,
     parse_options,
 )
+from fsar_bench.model.reference_recipes import (  # noqa: F401 (re-exported for plugins)
+    HYRSM_REPO,
+    MOLO_REPO,
+    PERRETT_LIB,
+    TRX_REPO,
+    ReleasedConfig,
+    adopted,
+    molo_family_recipe,
+    perrett_family_recipe,
+)
 from fsar_bench.model.recipes import (  # noqa: F401 (re-exported for plugins)
     MOLO_RESNET50_PREPROCESS,
     PERRETT_RESNET50_PREPROCESS,

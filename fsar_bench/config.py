@@ -51,12 +51,15 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     },
 }
 DATASET_KEYS: dict[str, type | tuple[type, ...]] = {"root": str, "layout": str, "splits_dir": str}
-_TOML_TYPES: dict[str, type | tuple[type, ...]] = {"str": str, "int": int, "float": (int, float)}
+_TOML_TYPES: dict[str, type | tuple[type, ...]] = {"str": str, "int": int, "float": (int, float), "bool": bool}
 RECIPE_KEYS: dict[str, type | tuple[type, ...]] = {
     field.name: _TOML_TYPES.get(str(field.type), list if str(field.type).startswith("tuple") else dict)
-    for field in dataclasses.fields(Recipe)
+    for field in dataclasses.fields(Recipe) if field.name != "sources"
 }
-METHOD_KEYS: dict[str, type | tuple[type, ...]] = {**RECIPE_KEYS, "options": dict, "backbone": str}
+METHOD_KEYS: dict[str, type | tuple[type, ...]] = {**RECIPE_KEYS, "options": dict, "backbone": str, "recipes": dict}
+"""[methods.NAME]: recipe fields for every dataset, head options, backbone, and ``recipes.DATASET`` tables (recipe
+fields for one dataset: a recipe for a benchmark the card has none for, or changes to the card's)."""
+PATH_KEYS = {"results", "cache", "methods", "splits"}
 
 
 @dataclass(frozen=True)
@@ -132,6 +135,8 @@ def validate(values: dict[str, Any], source: Path | str) -> None:
                     if key not in schema:
                         raise UsageError(f"{source}: unknown key '{key}' in [{section}.{name}]. Known: {', '.join(schema)}")
                     _check_value(value, schema[key], f"{section}.{name}.{key}", source)
+                if section == "methods":
+                    _validate_dataset_recipes(entries.get("recipes", {}), name, source)
         else:
             known = ", ".join([*DEFAULTS, "datasets", "methods"])
             raise UsageError(f"{source}: unknown section or key '{section}'. Known sections: {known}")
@@ -139,6 +144,17 @@ def validate(values: dict[str, Any], source: Path | str) -> None:
     for key in ("way", "queries_per_class", "episodes", "frames"):
         if key in protocol and protocol[key] < 1:
             raise UsageError(f"{source}: protocol.{key} must be at least 1, got {protocol[key]}")
+
+
+def _validate_dataset_recipes(recipes: dict[str, Any], method: str, source: Path | str) -> None:
+    """[methods.NAME.recipes.DATASET] tables hold recipe fields only."""
+    for dataset, table in recipes.items():
+        where = f"methods.{method}.recipes.{dataset}"
+        _check_value(table, dict, f"[{where}]", source)
+        for key, value in table.items():
+            if key not in RECIPE_KEYS:
+                raise UsageError(f"{source}: unknown key '{key}' in [{where}]. Recipe fields: {', '.join(RECIPE_KEYS)}")
+            _check_value(value, RECIPE_KEYS[key], f"{where}.{key}", source)
 
 
 def load_config(path: Path | None = None, cli: dict[str, Any] | None = None, search_from: Path | None = None) -> Config:

@@ -79,14 +79,14 @@ def training_progress(total: int, label: str, quiet: bool = False) -> tuple[Call
         def update_plain(entry: dict) -> None:
             if "val_acc" in entry:
                 print(f"{label}: iteration {entry['iteration']}/{total} loss {entry['loss']:.3f} "
-                      f"val {entry['val_acc']:.1f}%", file=sys.stderr, flush=True)
+                      f"val {entry['val_acc']:.1f} ± {entry.get('val_ci', float('nan')):.1f}%", file=sys.stderr, flush=True)
         return update_plain, lambda: None
     bar = ProgressBar(label, total, fields=("loss", "val"), transient=False)
     last_val = ["-"]
 
     def update(entry: dict) -> None:
         if "val_acc" in entry:
-            last_val[0] = f"{entry['val_acc']:.1f}%"
+            last_val[0] = f"{entry['val_acc']:.1f} ± {entry.get('val_ci', float('nan')):.1f}%"
         bar.advance(1, loss=f"{entry['loss']:.3f}", val=last_val[0])
 
     return update, bar.close

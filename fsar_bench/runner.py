@@ -26,7 +26,8 @@ import torch
 import fsar_bench
 from fsar_bench.api import Recipe, loss_weight_names
 from fsar_bench.model.backbones import default_backbone
-from fsar_bench.config import Config, recipe_with_overrides
+from fsar_bench.config import Config
+from fsar_bench.model.effective_recipe import resolve_recipe
 from fsar_bench.data.benchmarks import Benchmark, DataOptions, open_benchmark
 from fsar_bench.episodes import EpisodeSet, Protocol, draw_episodes, save_manifest
 from fsar_bench.errors import DataError, UsageError
@@ -82,8 +83,9 @@ def make_protocol(config: Config, benchmark: Benchmark, partition: str, shot: in
 
 
 def method_recipe(config: Config, entry: MethodEntry, dataset: str) -> Recipe:
-    """The card's recipe for ``dataset`` with the [methods.NAME] overrides of bench.toml applied."""
-    return recipe_with_overrides(entry.card.recipe_for(dataset), config.method_overrides(entry.name))
+    """The card's recipe for ``dataset`` with bench.toml's [methods.NAME.recipes.DATASET] and [methods.NAME]
+    applied (``fsar_bench.model.effective_recipe``); no recipe for a real benchmark: UsageError (exit 2)."""
+    return resolve_recipe(entry.card, dataset, config.method_overrides(entry.name)).recipe
 
 
 def build_model(config: Config, entry: MethodEntry, benchmark: Benchmark, device: torch.device,
@@ -100,10 +102,13 @@ def build_model(config: Config, entry: MethodEntry, benchmark: Benchmark, device
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.run["train_seed"])
         model = FSARModel.build(entry.card, backbone, backbone_weights or config.run["backbone_weights"], config.protocol["frames"],
-                                benchmark.size, len(benchmark.partition("train").classes), options)
+                                benchmark.size, len(benchmark.partition("train").classes), options, recipe=recipe)
     return model.to(device)
 
 
+TRAINING_PIPELINE_VERSION = 2
+"""Bumped when training itself changes (2: augmentation, samplers, two backbone calls, schedules as run, optimiser
+groups), so that checkpoints trained by an older trainer are not reused."""
 RECIPE_FIELDS_SINCE_V2 = {"warmup_start_lr": 0.0}
 """Recipe fields added after checkpoints were first keyed, with their defaults: left out of the digest while at
 the default, so that existing checkpoints keep their paths."""
@@ -113,7 +118,7 @@ def recipe_digest_fields(recipe: Recipe, options_class: type) -> dict[str, Any]:
     """The recipe as the checkpoint digest has always keyed it: loss weights (now head options declared with
     ``loss_weight``) are keyed apart under ``loss_weights``, as when they were a Recipe field."""
     fields = {key: value for key, value in asdict(recipe).items()
-              if not (key in RECIPE_FIELDS_SINCE_V2 and value == RECIPE_FIELDS_SINCE_V2[key])}
+              if key != "sources" and not (key in RECIPE_FIELDS_SINCE_V2 and value == RECIPE_FIELDS_SINCE_V2[key])}
     weights = set(loss_weight_names(options_class))
     fields["loss_weights"] = {key: value for key, value in recipe.head_options.items() if key in weights}
     fields["head_options"] = {key: value for key, value in recipe.head_options.items() if key not in weights}
@@ -132,6 +137,7 @@ def default_checkpoint_path(config: Config, model: FSARModel, dataset: str, shot
     fields = recipe_digest_fields(method_recipe(config, entry, dataset), entry.card.head.options_class)
     data_version = benchmark_data_version(dataset)
     keyed = [fields, spec, data_version] if data_version else [fields, spec]
+    keyed.append({"training_pipeline": TRAINING_PIPELINE_VERSION})
     recipe_digest = json_sha256(keyed)[:8]
     name = (f"{spec['method']}__{dataset}__{shot}shot__{spec['backbone']}__T{spec['frames']}"
             f"__seed{config.run['train_seed']}__r{recipe_digest}")

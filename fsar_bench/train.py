@@ -1,8 +1,10 @@
 """Meta-training on the train partition, checkpoint selection on val; the test split is never read.
 
-Training episode ``i`` draws its classes and videos from ``SeedSequence([train_seed, 1, i])`` and
-one random frame per segment for each of its videos from ``SeedSequence([train_seed, 2, i, j])``,
-so a training run is reproducible from its seed.
+Training episode ``i`` draws its classes and videos from ``SeedSequence([train_seed, 1, i])``; clip ``j`` of
+the episode (supports first, then queries) takes its frames, crop, flip and colours from
+``SeedSequence([train_seed, 2, i, j])`` (``fsar_bench.data.sampling.clip_generator``) through the recipe's
+sampler and augmentation (``fsar_bench.data.transforms.TrainClipMaker``), so a training run is reproducible
+from its seed whatever the process or worker that builds a clip.
 
 Usage::
 
@@ -27,10 +29,13 @@ from fsar_bench.api import Recipe, TrainEpisode
 from fsar_bench.data.benchmarks import Benchmark
 from fsar_bench.distributed import SINGLE, Distributed
 from fsar_bench.episodes import EpisodeSet, draw_episode
-from fsar_bench.evaluation.evaluate import evaluate_accuracy
+from fsar_bench.evaluation.evaluate import evaluate_accuracy_ci
 from fsar_bench.model.checkpoints import save_checkpoint
 from fsar_bench.model.network import FSARModel
-from fsar_bench.data.video import VideoReader, open_reader, random_segment_indices
+from fsar_bench.schedule import learning_rate, make_optimizer
+from fsar_bench.data.sampling import clip_generator
+from fsar_bench.data.transforms import TrainClipMaker
+from fsar_bench.data.video import VideoError, VideoReader, open_reader
 
 FULL_VIDEO_CACHE_BYTES = 2 << 30  # decoded training videos kept in RAM up to this size
 
@@ -47,50 +52,31 @@ class TrainResult:
 
 
 class TrainClipSource:
-    """Training clips: one random frame per segment. Whole decoded videos are kept in RAM
-    while they fit in ``cache_bytes`` (the synthetic train set does), else decoded each time."""
+    """Training clips of one run: ``maker`` chooses the frames and augments them (``fsar_bench.data.transforms``).
+    Whole decoded videos are kept in RAM while they fit in ``cache_bytes`` (the synthetic train set does), else
+    decoded each time."""
 
-    def __init__(self, video_path: Callable[[str], Path], frames: int, reader: VideoReader | None = None,
+    def __init__(self, video_path: Callable[[str], Path], maker: TrainClipMaker, reader: VideoReader | None = None,
                  cache_bytes: int = FULL_VIDEO_CACHE_BYTES) -> None:
         self.video_path = video_path
-        self.frames = frames
+        self.maker = maker
         self.reader = reader or open_reader()
         self.cache_bytes = cache_bytes
         self._cache: dict[str, np.ndarray] = {}
         self._cached_bytes = 0
 
-    def clip(self, video_id: str, rng: np.random.Generator) -> np.ndarray:
-        """uint8 [T, H, W, 3]."""
+    def clip(self, video_id: str, rng: np.random.Generator, query: bool) -> torch.Tensor:
+        """float32 [T, 3, S, S] in [0, 1] (normalised by the model)."""
         full = self._cache.get(video_id)
         if full is None:
             full = self.reader.read(self.video_path(video_id), lambda n: list(range(n)))
             if self._cached_bytes + full.nbytes <= self.cache_bytes:
                 self._cache[video_id] = full
                 self._cached_bytes += full.nbytes
-        if len(full) < self.frames:
-            from fsar_bench.data.video import VideoError
-
-            raise VideoError(self.video_path(video_id), f"has {len(full)} frames, fewer than the {self.frames} sampled")
-        return full[random_segment_indices(len(full), self.frames, rng)]
-
-
-def learning_rate(recipe: Recipe, step: int, steps_per_iteration: float) -> float:
-    """lr at optimizer step ``step``: linear warm-up from ``warmup_start_lr``, then x lr_decay at each of
-    ``lr_steps`` (in iterations)."""
-    iteration = step * steps_per_iteration
-    lr = recipe.lr * recipe.lr_multiplier(iteration)
-    if recipe.warmup and iteration < recipe.warmup:
-        start = recipe.warmup_start_lr
-        lr = start + (lr - start) * (iteration + 1) / recipe.warmup if start else lr * (iteration + 1) / recipe.warmup
-    return lr
-
-
-def make_optimizer(model: FSARModel, recipe: Recipe) -> torch.optim.Optimizer:
-    if recipe.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
-    if recipe.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
-    raise ValueError(f"unknown optimizer {recipe.optimizer!r} (use 'adam' or 'sgd')")
+        if len(full) < self.maker.frames:
+            raise VideoError(self.video_path(video_id), f"has {len(full)} frames, fewer than the {self.maker.frames} sampled",
+                             "too-short")
+        return self.maker.make(full, rng, query)
 
 
 class _EpisodeLoss(torch.nn.Module):
@@ -102,10 +88,12 @@ class _EpisodeLoss(torch.nn.Module):
 
     def forward(self, pixels: torch.Tensor, episode: TrainEpisode) -> tuple[torch.Tensor, torch.Tensor, dict]:
         n_support = episode.way * episode.shot
-        features = self.model.features(pixels)
+        # two backbone calls, as every reference: BatchNorm batch statistics per support set and per query set
+        support_features = self.model.features(pixels[:n_support])
+        query_features = self.model.features(pixels[n_support:])
         if self.model.head.needs_pixels:
             episode.support_pixels, episode.query_pixels = pixels[:n_support], pixels[n_support:]
-        output = self.model.head.loss(features[:n_support], features[n_support:], episode)
+        output = self.model.head.loss(support_features, query_features, episode)
         return output.total, output.logits, output.terms
 
 
@@ -145,7 +133,7 @@ def train_model(
     """
     train = benchmark.partition("train")
     sizes = [len(train.videos[c]) for c in train.classes]
-    source = TrainClipSource(benchmark.video_path, frames)
+    source = TrainClipSource(benchmark.video_path, TrainClipMaker.from_recipe(recipe, model.preprocess, frames, benchmark.size))
     optimizer = make_optimizer(model, recipe)
     device = model.device
     use_amp = device.type == "cuda"
@@ -171,9 +159,9 @@ def train_model(
             classes, picks = draw_episode([train_seed, 1, episode_index], sizes, way, shot, queries)
             video_ids = [train.videos[train.classes[c]][p] for c, chosen in zip(classes, picks) for p in chosen[:shot]]
             video_ids += [train.videos[train.classes[c]][p] for c, chosen in zip(classes, picks) for p in chosen[shot:]]
-            clips = np.stack([source.clip(v, np.random.default_rng(np.random.SeedSequence([train_seed, 2, episode_index, j])))
-                              for j, v in enumerate(video_ids)])
-            pixels = model.prepare(torch.from_numpy(clips))
+            clips = [source.clip(video, clip_generator(train_seed, episode_index, j), query=j >= way * shot)
+                     for j, video in enumerate(video_ids)]
+            pixels = model.normalize(torch.stack(clips))
             episode = TrainEpisode(way=way, shot=shot, query_labels=torch.arange(way, device=device).repeat_interleave(queries),
                                    class_base_ids=torch.tensor(classes, device=device))
             sync = dist.active and steps_optimizer and position == len(slots) - 1
@@ -195,16 +183,17 @@ def train_model(
         for group, post_step in ((before, False), (after, True)):
             if post_step and steps_optimizer:
                 for param_group in optimizer.param_groups:
-                    param_group["lr"] = learning_rate(recipe, step, per_step)
+                    param_group["lr"] = learning_rate(recipe, step)
                 scaler.step(optimizer)
                 scaler.update()
                 optimizer.zero_grad(set_to_none=True)
             if group:
                 dist.broadcast_module(model, buffers_only=True)  # rank 0's BatchNorm statistics everywhere
-                accuracy = evaluate_accuracy(model, val_episodes, benchmark.video_path, workers, dist=dist)
+                accuracy, interval = evaluate_accuracy_ci(model, val_episodes, benchmark.video_path, workers, dist=dist)
                 model.train()
                 for entry in group:
                     entry["val_acc"] = accuracy
+                    entry["val_ci"] = interval  # 95% half-width over the val episodes
                 if accuracy > best[0]:
                     best = (accuracy, group[0]["iteration"])
                     if dist.is_main:

@@ -34,9 +34,13 @@ from fsar_bench.api import (
     OptionError,
     Reps,
     TrainEpisode,
+    HYRSM_REPO,
+    Recipe,
+    ReleasedConfig,
     add_episode_axis,
+    adopted,
     loss_weight,
-    reference_recipe,
+    molo_family_recipe,
     support_to_episode,
     synthetic_recipe,
 )
@@ -278,72 +282,89 @@ class HyrsmHead(FewShotHead):
 
 
 # --------------------------------------------------------------------------- recipes
-_REFERENCE = {
-    "episodes_per_iteration": 4,  # the reference trains on 4 GPUs with one episode each per iteration
-    "iterations_per_step": 4,  # BATCH_SIZE_PER_TASK
-    "train_queries_per_class": HYRSM_TRAIN_QUERIES_BY_SHOT[1],
-    "train_queries_by_shot": HYRSM_TRAIN_QUERIES_BY_SHOT,
-}
-"""What every released HyRSM config shares (HMDB51 steps every 2 iterations)."""
+def _released(folder: str, name: str, lines: dict[str, int], *, lr: float, warmup_from: float, steps_iter: int,
+              steps: tuple[int, ...], lrs: tuple[float, ...], tasks: int, val_fre_iter: int, classification: float,
+              batch_size_per_task: int = 4, sampler: str = "molo-segment",
+              position: tuple[float, float] | None = None) -> Recipe:
+    """One released ``configs/projects/hyrsm/<folder>/HyRSM_<name>_1shot_v1.yaml`` (values and their lines)."""
+    path = f"configs/projects/hyrsm/{folder}/HyRSM_{name}_1shot_v1.yaml"
+    config = ReleasedConfig(HYRSM_REPO, path, lines)
+    options = {"classification_weight": (classification, "USE_CLASSIFICATION_VALUE")}
+    if position:
+        options.update(position_a=(position[0], "POSITION_A"), position_b=(position[1], "POSITION_B"))
+    return molo_family_recipe(
+        config, lr=lr, warmup_start_lr=warmup_from, steps_iter=steps_iter, steps=steps, lrs=lrs, num_train_tasks=tasks,
+        batch_size_per_task=batch_size_per_task, val_fre_iter=val_fre_iter,
+        query_per_class=HYRSM_TRAIN_QUERIES_BY_SHOT[1], frame_sampler=sampler, head_options=options,
+        train_queries_by_shot=HYRSM_TRAIN_QUERIES_BY_SHOT,
+        queries_by_shot_source=f"{HYRSM_REPO} configs/projects/hyrsm/{folder}/HyRSM_{name}_{{1..5}}shot_v1.yaml "
+                               "QUERY_PER_CLASS 7/6/5/4/3",
+    )
+
+
+_SSV2_FULL = _released(
+    "ssv2_full", "SSv2_Full", dict(BASE_LR=57, WARMUP_START_LR=66, STEPS_ITER=59, STEPS=60, LRS=61, NUM_TRAIN_TASKS=16,
+                                   VAL_FRE_ITER=18, BATCH_SIZE_PER_TASK=20, QUERY_PER_CLASS=14, SAMPLING_RATE=44,
+                                   USE_CLASSIFICATION_VALUE=7),
+    lr=1e-4, warmup_from=2e-5, steps_iter=3000, steps=(0, 6, 9), lrs=(1, 0.1, 0.01), tasks=40_000, val_fre_iter=1000,
+    classification=0.6)
+_KINETICS = _released(
+    "kinetics100", "K100", dict(BASE_LR=61, WARMUP_START_LR=70, STEPS_ITER=63, STEPS=64, LRS=65, NUM_TRAIN_TASKS=20,
+                                VAL_FRE_ITER=22, BATCH_SIZE_PER_TASK=24, QUERY_PER_CLASS=18, SAMPLING_RATE=48,
+                                USE_CLASSIFICATION_VALUE=8, POSITION_A=10, POSITION_B=11),
+    lr=2.2e-5, warmup_from=5e-6, steps_iter=100, steps=(0, 4, 6, 9), lrs=(1, 0.5, 0.1, 0.05), tasks=1200,
+    val_fre_iter=50, classification=0.4, sampler="molo-kinetics", position=(2048.0, 0.01))
 
 HYRSM_RECIPES = {
-    "ssv2-full": reference_recipe(
-        **_REFERENCE, lr=1e-4, iterations=40_000, steps_iter=3000, steps=(0, 6, 9), relative_lrs=(1, 0.1, 0.01),
-        head_options={"classification_weight": 0.6}, weight_decay=5e-5, warmup_start_lr=2e-5, val_every=1000,
-        notes="HyRSM_SSv2_Full_1shot_v1.yaml: lr x0.1 at 18k and 27k reference iterations",
-    ),
-    "ssv2-small": reference_recipe(
-        **_REFERENCE, lr=1e-4, iterations=20_000, steps_iter=1500, steps=(0, 4, 8), relative_lrs=(1, 0.1, 0.01),
-        head_options={"classification_weight": 0.15}, weight_decay=5e-5, warmup_start_lr=2e-5, val_every=1000,
-        notes="HyRSM_SSv2_Small_1shot_v1.yaml: lr x0.1 at 6k and 12k reference iterations",
-    ),
-    "kinetics100": reference_recipe(
-        **_REFERENCE, lr=2.2e-5, iterations=1200, steps_iter=100, steps=(0, 4, 6, 9), relative_lrs=(1, 0.5, 0.1, 0.05),
-        weight_decay=5e-4, warmup_start_lr=5e-6, val_every=50,
-        head_options={"classification_weight": 0.4, "position_a": 2048.0, "position_b": 0.01},
-        notes="HyRSM_K100_1shot_v1.yaml: LRS 1/0.5/0.1/0.05 at 400/600/900 reference iterations; POSITION_A=2048, "
-        "POSITION_B=0.01",
-    ),
-    "ucf101": reference_recipe(
-        **_REFERENCE, lr=5e-5, iterations=2500, steps_iter=700, steps=(0, 3, 5, 7), relative_lrs=(1, 0.5, 0.1, 0.01),
-        head_options={"classification_weight": 0.15}, weight_decay=5e-4, warmup_start_lr=1e-5, val_every=100,
-        notes="HyRSM_UCF101_1shot_v1.yaml: LRS 1/0.5/0.1/0.01 at 2100/3500/4900; only the first falls in the "
-        "2500-iteration run",
-    ),
-    "hmdb51": reference_recipe(
-        **{**_REFERENCE, "iterations_per_step": 2}, lr=5e-5, iterations=2000, steps_iter=300, steps=(0, 2, 3, 7),
-        relative_lrs=(1, 0.5, 0.1, 0.01), head_options={"classification_weight": 0.15}, weight_decay=5e-4,
-        warmup_start_lr=1e-5, val_every=50,
-        notes="HyRSM_HMDB51_1shot_v1.yaml: LRS 1/0.5/0.1/0.01 at 600/900/2100 (the last after the run); "
-        "BATCH_SIZE_PER_TASK 2, so the optimizer steps every 8 episodes",
-    ),
+    "ssv2-full": _SSV2_FULL,
+    "ssv2-small": _released(
+        "ssv2_small", "SSv2_Small", dict(BASE_LR=60, WARMUP_START_LR=69, STEPS_ITER=62, STEPS=63, LRS=64,
+                                         NUM_TRAIN_TASKS=19, VAL_FRE_ITER=21, BATCH_SIZE_PER_TASK=23, QUERY_PER_CLASS=17,
+                                         SAMPLING_RATE=47, USE_CLASSIFICATION_VALUE=8),
+        lr=1e-4, warmup_from=2e-5, steps_iter=1500, steps=(0, 4, 8), lrs=(1, 0.1, 0.01), tasks=20_000,
+        val_fre_iter=1000, classification=0.15),
+    "kinetics100-molo": _KINETICS,
+    "kinetics100": adopted(_KINETICS, "HyRSM trained and published on the MoLo/HyRSM Kinetics list "
+                           "(kinetics100-molo); the same config on the CMN list"),
+    "ucf101": _released(
+        "ucf101", "UCF101", dict(BASE_LR=60, WARMUP_START_LR=69, STEPS_ITER=62, STEPS=63, LRS=64, NUM_TRAIN_TASKS=18,
+                                 VAL_FRE_ITER=20, BATCH_SIZE_PER_TASK=22, QUERY_PER_CLASS=16, SAMPLING_RATE=46,
+                                 USE_CLASSIFICATION_VALUE=8),
+        lr=5e-5, warmup_from=1e-5, steps_iter=700, steps=(0, 3, 5, 7), lrs=(1, 0.5, 0.1, 0.01), tasks=2500,
+        val_fre_iter=100, classification=0.15),
+    "hmdb51": _released(
+        "hmdb51", "HMDB51", dict(BASE_LR=61, WARMUP_START_LR=70, STEPS_ITER=63, STEPS=64, LRS=65, NUM_TRAIN_TASKS=18,
+                                 VAL_FRE_ITER=20, BATCH_SIZE_PER_TASK=22, QUERY_PER_CLASS=16, SAMPLING_RATE=46,
+                                 USE_CLASSIFICATION_VALUE=8),
+        lr=5e-5, warmup_from=1e-5, steps_iter=300, steps=(0, 2, 3, 7), lrs=(1, 0.5, 0.1, 0.01), tasks=2000,
+        val_fre_iter=50, classification=0.15, batch_size_per_task=2),
+    "finegym": adopted(_SSV2_FULL, "fsar-bench's choice for finegym (no reference trained on FineGym): the "
+                       "SSv2-Full config, the other fine-grained motion benchmark"),
     "synthetic": synthetic_recipe(
         train_queries_per_class=HYRSM_TRAIN_QUERIES_BY_SHOT[1], train_queries_by_shot=dict(HYRSM_TRAIN_QUERIES_BY_SHOT),
         head_options={"classification_weight": 0.6},
         notes="Synthetic (small CNN, d=128, CPU): Adam lr 1e-3, 600 iterations of one episode each (no accumulation, "
         "no schedule), the reference's 7/6/5/4/3 train queries per class, λ_cls 0.6 (SSv2-Full), 8 heads of d/8; "
-        "val (200 episodes) every 100 iterations",
+        "val (200 episodes) every 100 iterations; no augmentation (never flipped: synthetic has mirror-pair classes)",
     ),
 }
 
 HYRSM_NOTES = """\
-Recipes: the released HyRSM configs (alibaba-mmai-research/HyRSM@f5743b6, configs/projects/hyrsm/*/
-HyRSM_*_1shot_v1.yaml; the 2-5-shot files differ only in SHOT, QUERY_PER_CLASS and the head class). Counts are
-episodes: one reference iteration is 4 episodes (4 GPUs, one episode each); the optimizer steps every
-BATCH_SIZE_PER_TASK iterations (4: 16 episodes; HMDB51 2: 8 episodes). Adam; lr x LRS[i] from STEPS[i]·STEPS_ITER
-on, as per-step factors (Recipe.lr_factors); warm-up is one STEPS_ITER, linear from the config's
-WARMUP_START_LR (Recipe.warmup_start_lr: 2e-5 SSv2, 5e-6 Kinetics, 1e-5 UCF101/HMDB51). Training queries per
-class by shot 7/6/5/4/3 (Recipe.train_queries_by_shot, from the configs' QUERY_PER_CLASS). λ_cls per dataset and
-Kinetics' positional encoding A=2048, B=0.01 are head options (Recipe.head_options).
-Reference quirks, documented and not copied (we implement what the configs say):
-- lr timing: the reference's schedule epoch is cur_iter//STEPS_ITER + cur_iter/STEPS_ITER (about twice the
-  nominal epoch), so its warm-up ends after half a STEPS_ITER and each decay fires at about half its nominal
-  iteration (STEPS s even: s/2·STEPS_ITER; odd: (s+1)/2·STEPS_ITER). We decay at the nominal iterations.
-- weight decay source: we use each config's SOLVER.WEIGHT_DECAY (5e-5 SSv2, 5e-4 Kinetics/UCF101/HMDB51); the
-  reference's Adam gets 1e-3 from a base config (METHODS.md). Set weight_decay = 1e-3 in [methods.hyrsm] to
-  reproduce the code's behaviour.
+Recipes: the released HyRSM configs (alibaba-mmai-research/HyRSM@82100b6 configs/projects/hyrsm/*/
+HyRSM_*_1shot_v1.yaml; the 2-5-shot files differ only in SHOT, QUERY_PER_CLASS and the head class), every value
+with its file and line (`fsar-bench recipe hyrsm --dataset D`, docs/recipes.md). Counts are episodes: one
+reference iteration is 4 episodes (4 GPUs, one episode each); the optimizer steps every BATCH_SIZE_PER_TASK
+iterations (4: 16 episodes; HMDB51 2: 8 episodes). Adam with weight decay 1e-3 (the base config's
+OPTIMIZER.WEIGHT_DECAY; the configs' SOLVER.WEIGHT_DECAY is never read), 0 for "bn"/"norm" parameters; the
+SOLVER schedule as the released loop runs it (epoch = it//STEPS_ITER + it/STEPS_ITER: warm-up over the first
+STEPS_ITER iterations from WARMUP_START_LR, a step at s fires at STEPS_ITER·ceil(s/2); `schedule =
+"as-configured"` gives the nominal one). Training queries per class by shot 7/6/5/4/3. Training clips: squashed to
+256x256, random 224 crop; queries also flipped and colour-jittered (SUPPORT_QUERY_DIFF). λ_cls per dataset and
+Kinetics' positional encoding A=2048, B=0.01 are head options. Kinetics: HyRSM's own list (kinetics100-molo;
+published numbers are keyed to it).
+Reference quirks, documented and not copied:
 - validation: the reference "validates" on the test split every VAL_FRE_ITER and keeps the best; we select on
-  the val split (same interval) and never read test during training.
+  the val split (>= 1,000 episodes, every max(VAL_FRE_ITER x 4, 400) episodes), never reading test in training.
 - test frames are sampled randomly for SSv2/UCF101/HMDB51 in the reference; ours are segment centres.
 Loss: total = CE + λ_cls·CE_base_per_frame; the reference's per-episode loss is total/4 (its BATCH_SIZE), summed
 over 4 accumulated episodes and averaged over 4 GPUs, so total/episodes_per_step (16) reproduces its gradient.
@@ -364,10 +385,10 @@ CARDS = (
             "(CNN_HyRSM_1shot, CNN_HyRSM_5shot; byte-identical in alibaba-mmai-research/MoLo@f7f73b6)"
         ),
         published={
-            ("ssv2-full", 1): 54.3, ("ssv2-full", 5): 69.0, ("kinetics100", 5): 86.1, ("ssv2-small", 5): 56.1,
+            ("ssv2-full", 1): 54.3, ("ssv2-full", 5): 69.0, ("kinetics100-molo", 5): 86.1, ("ssv2-small", 5): 56.1,
             ("ucf101", 5): 94.7, ("hmdb51", 5): 76.0,
         },
-        published_unconfirmed={("kinetics100", 1): 73.7, ("ssv2-small", 1): 40.6, ("ucf101", 1): 83.9, ("hmdb51", 1): 60.3},
+        published_unconfirmed={("kinetics100-molo", 1): 73.7, ("ssv2-small", 1): 40.6, ("ucf101", 1): 83.9, ("hmdb51", 1): 60.3},
         published_source="MoLo paper tables (arXiv 2304.00946); confirmed cells checked against a second public source",
         recipes=HYRSM_RECIPES,
         preprocess={"resnet50": MOLO_RESNET50_PREPROCESS},

@@ -35,11 +35,14 @@ from fsar_bench.api import (
     LossOutput,
     MethodCard,
     OptionError,
+    MOLO_REPO,
     Recipe,
+    ReleasedConfig,
     Reps,
     TrainEpisode,
+    adopted,
     loss_weight,
-    reference_recipe,
+    molo_family_recipe,
     synthetic_recipe,
 )
 from fsar_bench.layers import (
@@ -291,28 +294,58 @@ class MoloHead(FewShotHead):
 
 
 # --------------------------------------------------------------------------- recipes
-def _recipe(lr: float, iterations: int, weights: tuple[float, float, float], **head_options: float) -> Recipe:
-    """METHODS.md's (lr, reference iterations, λ_cls/λ_rec/λ_con) -> Recipe counted in episodes.
-
-    The released MoLo schedules were not available to us: warm-up is one interval of a tenth of the run,
-    from lr/5, and the lr drops ×0.1 after 6 and 9 intervals (the shape of HyRSM's SSv2 configs).
-    """
-    classification, reconstruction, contrastive = weights
-    return reference_recipe(
-        lr=lr, iterations=iterations, steps_iter=iterations // 10, steps=(0, 6, 9), relative_lrs=(1, 0.1, 0.01),
-        warmup_start_lr=lr / 5, weight_decay=1e-3, val_every=iterations // 20, episodes_per_iteration=4,
-        iterations_per_step=4, train_queries_per_class=6,
-        head_options={"classification_weight": classification, "reconstruction_weight": reconstruction,
-                      "contrastive_weight": contrastive, **head_options},
+def _released(folder: str, name: str, lines: dict[str, int], *, lr: float, warmup_from: float, steps_iter: int,
+              steps: tuple[int, ...], lrs: tuple[float, ...], tasks: int, val_fre_iter: int,
+              weights: tuple[float, float, float], sampler: str = "molo-segment", position: tuple[float, float] | None = None) -> Recipe:
+    """One released ``configs/projects/MoLo/<folder>/MoLo_<name>_1shot_v1.yaml`` (values and their lines)."""
+    config = ReleasedConfig(MOLO_REPO, f"configs/projects/MoLo/{folder}/MoLo_{name}_1shot_v1.yaml", lines)
+    options = {"classification_weight": (weights[0], "USE_CLASSIFICATION_VALUE"),
+               "reconstruction_weight": (weights[1], "RECONS_COFF"),
+               "contrastive_weight": (weights[2], "USE_CONTRASTIVE_COFF")}
+    if position:
+        options.update(position_a=(position[0], "POSITION_A"), position_b=(position[1], "POSITION_B"))
+    return molo_family_recipe(
+        config, lr=lr, warmup_start_lr=warmup_from, steps_iter=steps_iter, steps=steps, lrs=lrs, num_train_tasks=tasks,
+        batch_size_per_task=4, val_fre_iter=val_fre_iter, query_per_class=6, frame_sampler=sampler, head_options=options,
     )
 
 
+_LINES_SSV2 = dict(BASE_LR=63, WARMUP_START_LR=72, STEPS_ITER=65, STEPS=66, LRS=67, NUM_TRAIN_TASKS=22, VAL_FRE_ITER=24,
+                   BATCH_SIZE_PER_TASK=26, QUERY_PER_CLASS=18, SAMPLING_RATE=50, USE_CLASSIFICATION_VALUE=8,
+                   USE_CONTRASTIVE_COFF=21)
+_SSV2_FULL = _released("ssv2_full", "SSv2_Full", {**_LINES_SSV2, "RECONS_COFF": 14}, lr=1e-4, warmup_from=2e-5,
+                       steps_iter=6000, steps=(0, 6, 9), lrs=(1, 0.1, 0.01), tasks=50_000, val_fre_iter=1000,
+                       weights=(0.8, 0.1, 0.05))
+_KINETICS = _released(
+    "kinetics100", "K100", dict(BASE_LR=66, WARMUP_START_LR=75, STEPS_ITER=68, STEPS=69, LRS=70, NUM_TRAIN_TASKS=25,
+                                VAL_FRE_ITER=27, BATCH_SIZE_PER_TASK=29, QUERY_PER_CLASS=23, SAMPLING_RATE=53,
+                                USE_CLASSIFICATION_VALUE=11, RECONS_COFF=14, USE_CONTRASTIVE_COFF=20, POSITION_A=7,
+                                POSITION_B=8),
+    lr=2e-5, warmup_from=5e-6, steps_iter=350, steps=(0, 4, 6), lrs=(1, 0.1, 0.01), tasks=5000, val_fre_iter=20,
+    weights=(0.1, 0.1, 0.05), sampler="molo-kinetics", position=(2048.0, 0.02))
+
 MOLO_RECIPES = {
-    "ssv2-full": _recipe(1e-4, 50_000, (0.8, 0.1, 0.05)),
-    "ssv2-small": _recipe(1e-4, 20_000, (0.15, 0.05, 0.05)),
-    "kinetics100": _recipe(2e-5, 5000, (0.1, 0.1, 0.05), position_a=2048.0, position_b=0.02),
-    "ucf101": _recipe(5e-5, 6000, (0.6, 0.05, 0.05)),
-    "hmdb51": _recipe(5e-5, 2000, (0.4, 0.05, 0.05)),
+    "ssv2-full": _SSV2_FULL,
+    "ssv2-small": _released("ssv2_small", "SSv2_Small", {**_LINES_SSV2, "RECONS_COFF": 11}, lr=1e-4, warmup_from=2e-5,
+                            steps_iter=1500, steps=(0, 4, 8), lrs=(1, 0.1, 0.01), tasks=20_000, val_fre_iter=1000,
+                            weights=(0.15, 0.05, 0.05)),
+    "kinetics100-molo": _KINETICS,
+    "kinetics100": adopted(_KINETICS, "MoLo trained and published on its own Kinetics list (kinetics100-molo); "
+                           "the same config on the CMN list"),
+    "ucf101": _released(
+        "ucf101", "UCF101", dict(BASE_LR=65, WARMUP_START_LR=74, STEPS_ITER=67, STEPS=68, LRS=69, NUM_TRAIN_TASKS=23,
+                                 VAL_FRE_ITER=25, BATCH_SIZE_PER_TASK=27, QUERY_PER_CLASS=16, SAMPLING_RATE=51,
+                                 USE_CLASSIFICATION_VALUE=8, RECONS_COFF=19, USE_CONTRASTIVE_COFF=21),
+        lr=5e-5, warmup_from=1e-5, steps_iter=2000, steps=(0, 3, 6), lrs=(1, 0.1, 0.01), tasks=6000, val_fre_iter=100,
+        weights=(0.6, 0.05, 0.05)),
+    "hmdb51": _released(
+        "hmdb51", "HMDB51", dict(BASE_LR=66, WARMUP_START_LR=75, STEPS_ITER=68, STEPS=69, LRS=70, NUM_TRAIN_TASKS=23,
+                                 VAL_FRE_ITER=25, BATCH_SIZE_PER_TASK=27, QUERY_PER_CLASS=19, SAMPLING_RATE=51,
+                                 USE_CLASSIFICATION_VALUE=8, RECONS_COFF=15, USE_CONTRASTIVE_COFF=22),
+        lr=5e-5, warmup_from=1e-5, steps_iter=500, steps=(0, 3, 5, 7), lrs=(1, 0.5, 0.1, 0.01), tasks=2000,
+        val_fre_iter=100, weights=(0.4, 0.05, 0.05)),
+    "finegym": adopted(_SSV2_FULL, "fsar-bench's choice for finegym (no reference trained on FineGym): the "
+                       "SSv2-Full config, the other fine-grained motion benchmark"),
     "synthetic": synthetic_recipe(
         train_queries_per_class=3,
         head_options={"classification_weight": 0.8, "reconstruction_weight": 0.1, "contrastive_weight": 0.05,
@@ -321,25 +354,27 @@ MOLO_RECIPES = {
         "size): Adam lr 1e-3, 600 iterations of one episode each, SSv2-Full loss weights. Two cuts for CPU time, "
         "both in the motion auto-decoder, which is ~95% of a training step at the reference sizes: decoder widths "
         "16/8/8 (reference 128/32/16 from d/8 = 256 input channels; here d/8 = 16) and 3 train queries per class "
-        "(reference 6). Val (200 episodes) every 100 iterations.",
+        "(reference 6). Val (200 episodes) every 100 iterations. No augmentation (frames are 64x64 already; never "
+        "flipped: synthetic's classes include left/right mirror pairs).",
     ),
 }
 
 # --------------------------------------------------------------------------- cards
 MOLO_NOTES = """\
-Recipes: lr, iterations and loss weights (λ_cls/λ_rec/λ_con) from METHODS.md (MoLo 1-shot configs); counts are
-episodes (one reference iteration = 4 episodes on 4 GPUs; optimizer step every 4 iterations = 16 episodes);
-6 training queries per class at every shot; Adam with weight decay 1e-3 (the value the reference's optimizer
-gets from a base config, METHODS.md; MoLo's per-dataset SOLVER.WEIGHT_DECAY was not available to us). The
-released warm-up/decay points were not available either: we use one tenth of the run for warm-up, from lr/5, and
-×0.1 decays at 60% and 90% (assumed, the shape of HyRSM's SSv2 configs). Kinetics: positional encoding A=2048, B=0.02
-(Recipe.head_options).
+Recipes: the released configs (alibaba-mmai-research/MoLo@f7f73b6 configs/projects/MoLo/*/MoLo_*_1shot_v1.yaml),
+every value with its file and line (`fsar-bench recipe molo --dataset D`, docs/recipes.md). Counts are episodes
+(one reference iteration = 4 episodes on 4 GPUs; optimizer step every 4 iterations = 16 episodes); 6 training
+queries per class at every shot; Adam with weight decay 1e-3 (the base config's OPTIMIZER.WEIGHT_DECAY: the
+configs' SOLVER.WEIGHT_DECAY is never read), 0 for "bn"/"norm" parameters; the SOLVER schedule as the released
+loop runs it (epoch = it//STEPS_ITER + it/STEPS_ITER: warm-up over the first STEPS_ITER iterations, a step at s
+fires at STEPS_ITER·ceil(s/2)); `schedule = "as-configured"` in bench.toml gives the nominal one. Training clips:
+squashed to 256x256, random 224 crop; queries also flipped and colour-jittered (SUPPORT_QUERY_DIFF). Kinetics:
+positional encoding A=2048, B=0.02, MoLo's own Kinetics list (kinetics100-molo; published numbers are keyed to it).
 Reference quirks, documented and not copied:
-- lr timing: its schedule epoch is cur_iter//STEPS_ITER + cur_iter/STEPS_ITER, so warm-up and decays fire at
-  about half the nominal iterations; we use the nominal ones.
-- 5-shot: the released 5-shot configs actually train and test 1-shot (SHOT: 1); the published 5-shot numbers
-  are meant as 5-shot, so we train 5-shot models for 5-shot evaluation (same recipe otherwise).
-- validation: its "validation" runs on the test split and keeps the best checkpoint; we select on val.
+- 5-shot: the released 5-shot configs train 1-shot (SHOT: 1, SHOT_TEST: 5); we train 5-shot models for 5-shot
+  evaluation (same recipe otherwise).
+- validation: its "validation" runs on the test split and keeps the best checkpoint; we select on val (>= 1,000
+  episodes, every max(VAL_FRE_ITER x 4, 400) episodes).
 - test frames are sampled randomly for SSv2/UCF101/HMDB51; ours are segment centres.
 Loss: total = CE + λ_cls·CE_base + λ_con·(CE_s2q + CE_q2s + CE_s2q_m + CE_q2s_m) + 4·λ_rec·MSE_recons. The
 reference divides all but the reconstruction by BATCH_SIZE=4 and accumulates 4 episodes per GPU over 4 GPUs;
@@ -365,9 +400,9 @@ CARDS = (
     MethodCard(
         name="molo",
         summary="RGB + motion tokens, Bi-MHM matching, long-short contrastive and motion auto-decoder losses",
-        published={("kinetics100", 1): 74.0, ("ssv2-small", 1): 42.7},
+        published={("kinetics100-molo", 1): 74.0, ("ssv2-small", 1): 42.7},
         published_unconfirmed={
-            ("ssv2-full", 1): 56.6, ("ssv2-full", 5): 70.6, ("kinetics100", 5): 85.6, ("ssv2-small", 5): 56.4,
+            ("ssv2-full", 1): 56.6, ("ssv2-full", 5): 70.6, ("kinetics100-molo", 5): 85.6, ("ssv2-small", 5): 56.4,
             ("ucf101", 1): 86.0, ("ucf101", 5): 95.5, ("hmdb51", 1): 60.8, ("hmdb51", 5): 77.4,
         },
         published_source="MoLo paper tables (arXiv 2304.00946); confirmed cells checked against a second public source",

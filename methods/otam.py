@@ -27,12 +27,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from fsar_bench.api import (
+    PERRETT_LIB,
     PERRETT_RESNET50_PREPROCESS,
     MethodCard,
     NoOptions,
     PairwiseHead,
     Reps,
-    reference_recipe,
+    adopted,
+    perrett_family_recipe,
     synthetic_recipe,
 )
 
@@ -122,22 +124,28 @@ def _soft_alignment_cost(distances: Tensor) -> Tensor:
 
 
 # --------------------------------------------------------------------------- recipes
-_OTAM_RECIPE = reference_recipe(
-    optimizer="sgd",
-    momentum=0.0,
-    lr=1e-3,
-    iterations=60_000,
-    iterations_per_step=1,
-    train_queries_per_class=5,
-    val_every=100,
-    val_episodes=200,
-    notes=(
-        "Perrett library (few-shot-action-recognition@3687f3a): plain SGD (no momentum), lr 1e-3, constant "
-        "(its MultiStepLR milestone 1e6 never fires), 5 train queries/class, 60k iterations (run.py default; "
-        "not a published per-dataset count, re-check). One episode per optimizer step as METHODS.md says "
-        "(accumulating 16 hurts OTAM), so the loss is the plain mean CE."
-    ),
+_OTAM_NOTES = (
+    "Perrett library (few-shot-action-recognition@3687f3a), the common OTAM re-implementation (OTAM's authors "
+    "released none): plain SGD (no momentum), lr 1e-3, constant (its MultiStepLR milestone 1e6 never fires), 5 train "
+    "queries/class, 60k iterations (run.py default; not a published per-dataset count). One episode per optimizer "
+    "step (fsar-lib issue 3: accumulating 16 hurts OTAM), so the loss is the plain mean CE. Frames: "
+    "int(linspace(0, n-1, 8)) at train as at test (no temporal jitter); SSv2/UCF101/HMDB51 frames squashed to "
+    "256x256 by its extraction scripts, then resize 256, random flip, random 224 crop; no normalisation."
 )
+_ONE_EPISODE_PER_STEP = (1, f"{PERRETT_LIB} issue 3 (METHODS.md: accumulating hurts OTAM; run.py:72 default is 16)")
+_SQUASHED = perrett_family_recipe(PERRETT_LIB, resize="squash", episodes_per_step=_ONE_EPISODE_PER_STEP, notes=_OTAM_NOTES)
+_KINETICS = perrett_family_recipe(PERRETT_LIB, resize="short-side", episodes_per_step=_ONE_EPISODE_PER_STEP,
+                                  notes=_OTAM_NOTES)
+OTAM_RECIPES = {
+    "ssv2-full": _SQUASHED,
+    "ssv2-small": _SQUASHED,
+    "kinetics100": _KINETICS,
+    "kinetics100-molo": adopted(_KINETICS, "OTAM's published Kinetics numbers are on the CMN list; the same recipe on "
+                                "the MoLo/HyRSM list"),
+    "ucf101": _SQUASHED,
+    "hmdb51": _SQUASHED,
+    "finegym": adopted(_SQUASHED, "fsar-bench's choice for finegym (no reference trained on FineGym): the SSv2 recipe"),
+}
 
 _SYNTHETIC_RECIPE = synthetic_recipe(
     "Synthetic (small CNN, d=128, CPU): Adam lr 1e-3, 600 iterations of one episode each, 5 train queries per "
@@ -168,11 +176,7 @@ CARDS = (
             ("hmdb51", 1): 54.5, ("hmdb51", 5): 68.0,
         },
         published_source="MoLo paper tables (arXiv 2304.00946); confirmed cells checked against a second public source",
-        recipes={
-            "default": _OTAM_RECIPE,
-            **{dataset: _OTAM_RECIPE for dataset in ("ssv2-full", "ssv2-small", "kinetics100", "ucf101", "hmdb51")},
-            "synthetic": _SYNTHETIC_RECIPE,
-        },
+        recipes={**OTAM_RECIPES, "synthetic": _SYNTHETIC_RECIPE},
         preprocess={"resnet50": PERRETT_RESNET50_PREPROCESS},
         notes=(
             "Soft-min uses a stable log-sum-exp (reference: naive log(sum(exp))); equal within 1e-6 where the "

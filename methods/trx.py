@@ -44,12 +44,13 @@ from fsar_bench.api import (
     LossOutput,
     MethodCard,
     OptionError,
-    Recipe,
     ReferenceCheckpoint,
     Reps,
+    TRX_REPO,
     TrainEpisode,
     add_episode_axis,
-    reference_recipe,
+    adopted,
+    perrett_family_recipe,
     support_to_episode,
     synthetic_recipe,
 )
@@ -250,22 +251,28 @@ def _tuple_attention_logits(
 # --------------------------------------------------------------------------- recipes
 _TRX_NOTES = (
     "Official tobyperrett/trx run.py: plain SGD (no momentum), lr 1e-3, MultiStepLR milestone 1e6 (never fires), "
-    "5-way 5-shot, 5 train queries/class, 16 tasks per optimizer step, ~100k iterations (default 100020; "
-    "README tests SSv2 at 75k)."
+    "5 train queries/class, 16 tasks per optimizer step, 100,020 iterations (run.py default). SSv2: 75,000, the "
+    "iteration its README tests (the published checkpoint), on frames pre-shrunk to 8 per video (so train frames = "
+    "test frames, no jitter). Other datasets: 8 evenly spaced frames with both ends jittered by up to 5 frames. "
+    "Clips: resize 256, random flip, random 224 crop; no normalisation."
 )
-
-
-def _trx_recipe(iterations: int, notes: str) -> Recipe:
-    return reference_recipe(
-        optimizer="sgd", momentum=0.0, lr=1e-3, iterations=iterations, iterations_per_step=16,
-        train_queries_per_class=5, val_every=100, val_episodes=200, notes=notes,
-    )
-
-
-_TRX_SSV2_RECIPE = _trx_recipe(100_000, _TRX_NOTES)
-_TRX_DEFAULT_RECIPE = _trx_recipe(
-    100_000, _TRX_NOTES + " METHODS.md gives the iteration count for SSv2 only; re-check for other datasets."
+_SSV2 = perrett_family_recipe(
+    TRX_REPO, resize="squash", notes=_TRX_NOTES,
+    iterations=(75_000, f"{TRX_REPO} README.md:40 --test_iters 75000 (the tested checkpoint; run.py:84 trains 100020)"),
+    frame_sampler=("evenly-spaced", f"{TRX_REPO} run.py:131 somethingsomethingv2_256x256q5_7l8.zip: 8 frames per video "
+                   "(tobyperrett/few-shot-action-recognition@3687f3a scripts/shrink_dataset.py: int(linspace(0, n-1, 8)))"),
 )
+_OTHERS = perrett_family_recipe(TRX_REPO, resize="short-side", notes=_TRX_NOTES)
+TRX_RECIPES = {
+    "ssv2-full": _SSV2,
+    "ssv2-small": _SSV2,
+    "kinetics100": _OTHERS,
+    "kinetics100-molo": adopted(_OTHERS, "TRX trained on the CMN Kinetics list; the same recipe on the MoLo/HyRSM list"),
+    "ucf101": _OTHERS,
+    "hmdb51": _OTHERS,
+    "finegym": adopted(_OTHERS, "fsar-bench's choice for finegym (no reference trained on FineGym; its clips are not "
+                       "pre-shrunk like TRX's SSv2): the recipe of TRX's other datasets"),
+}
 
 _SYNTHETIC_RECIPE = synthetic_recipe(
     head_options={"out_dim": 128},
@@ -306,13 +313,7 @@ CARDS = (
             "MoLo paper tables (arXiv 2304.00946); the TRX paper reports 5-shot only, 1-shot figures come from later "
             "re-implementations; confirmed cells checked against a second public source"
         ),
-        recipes={
-            "default": _TRX_DEFAULT_RECIPE,
-            "ssv2-full": _TRX_SSV2_RECIPE,
-            "ssv2-small": _TRX_SSV2_RECIPE,
-            **{dataset: _TRX_DEFAULT_RECIPE for dataset in ("kinetics100", "ucf101", "hmdb51")},
-            "synthetic": _SYNTHETIC_RECIPE,
-        },
+        recipes={**TRX_RECIPES, "synthetic": _SYNTHETIC_RECIPE},
         preprocess={"resnet50": PERRETT_RESNET50_PREPROCESS},
         # The defaults, spelled out: checkpoint digests hash the merged options, so removing them would retrain.
         options={"out_dim": DEFAULT_OUT_DIM, "cardinalities": DEFAULT_CARDINALITIES},

@@ -103,15 +103,16 @@ def test_checkpoint_paths_follow_the_recipe_and_survive_new_default_fields(confi
     from fsar_bench.config import load_config
     from fsar_bench.data.benchmarks import open_benchmark
     from fsar_bench.data.synthetic import benchmark_data_version
-    from fsar_bench.runner import build_model, default_checkpoint_path, get_method, method_recipe
+    from fsar_bench.runner import TRAINING_PIPELINE_VERSION, build_model, default_checkpoint_path, get_method, method_recipe
 
     settings = load_config(config)
     entry = get_method(settings, "otam")
     model = build_model(settings, entry, open_benchmark("synthetic", settings), torch.device("cpu"))
     recipe = method_recipe(settings, entry, "synthetic")
-    before = {key: value for key, value in asdict(recipe).items() if key != "warmup_start_lr"}
+    before = {key: value for key, value in asdict(recipe).items() if key not in ("warmup_start_lr", "sources")}
     before["loss_weights"] = {}  # OTAM has no loss weights
     keyed = [before, model.spec, benchmark_data_version("synthetic")]  # generated data: its version is keyed too
+    keyed.append({"training_pipeline": TRAINING_PIPELINE_VERSION})  # a changed trainer retrains
     digest = hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()[:8]
     path = default_checkpoint_path(settings, model, "synthetic", 1)
     assert path.parent.name.endswith(f"__r{digest}")

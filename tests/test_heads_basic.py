@@ -57,11 +57,21 @@ def test_temporal_heads_see_frame_order(name: str) -> None:
     assert not torch.allclose(ordered, shuffled, atol=1e-4)
 
 
-def test_tsn_is_negative_squared_distance_to_prototypes() -> None:
-    head = _head("tsn")
+def test_tsn_euclidean_is_negative_squared_distance_to_prototypes() -> None:
+    head = _head("tsn", distance="euclidean")
     support, query = torch.randn(2, 3, 4, DIM), torch.randn(2, 5, DIM)
     expected = -((query[:, :, None] - support.mean(dim=2)[:, None]) ** 2).sum(-1)
     torch.testing.assert_close(head.logits(support, query), expected, atol=1e-4, rtol=1e-5)
+
+
+def test_tsn_is_mean_cosine_to_each_support_as_fsar_lib() -> None:
+    """fsar-lib CNN_TSN: cos_sim(query, supports) with 0.01 added to the norm product, mean over the class's K."""
+    head = _head("tsn")
+    support, query = torch.randn(2, 3, 4, DIM), torch.randn(2, 5, DIM)
+    dots = torch.einsum("eqd,enkd->eqnk", query, support)
+    norms = query.norm(dim=-1)[:, :, None, None] * support.norm(dim=-1)[:, None]
+    expected = (dots / (norms + 0.01)).mean(dim=-1)
+    torch.testing.assert_close(head.logits(support, query), expected, atol=1e-5, rtol=1e-5)
 
 
 def test_otam_stays_finite_where_naive_softmin_overflows() -> None:
@@ -105,7 +115,7 @@ def test_trx_loss_is_summed_cross_entropy() -> None:
 @pytest.mark.parametrize("module", [tsn, otam, trx], ids=lambda module: module.__name__)
 def test_recipes_and_preprocessing_of_the_perrett_family(module) -> None:
     """The fields every card has are checked for every card in test_methods_contract.py; these are the values."""
-    (card,) = module.CARDS
+    card = module.CARDS[0]
     assert card.name == module.__name__.rsplit(".", 1)[-1] and card.notes
     synthetic = card.recipe_for("synthetic")
     assert (synthetic.optimizer, synthetic.lr, synthetic.episodes_per_step) == ("adam", 1e-3, 1)
@@ -115,7 +125,7 @@ def test_recipes_and_preprocessing_of_the_perrett_family(module) -> None:
     for dataset in DATASETS:
         recipe = card.recipe_for(dataset)
         assert (recipe.optimizer, recipe.lr, recipe.train_queries_per_class) == ("sgd", 1e-3, 5)
-        assert recipe.episodes_per_step == (16 if card.name == "trx" else 1)
+        assert recipe.episodes_per_step == (1 if card.name == "otam" else 16)  # fsar-lib issue 3: OTAM steps per task
 
 
 @pytest.mark.parametrize("cardinalities", [(), (2, 2), (FRAMES + 1,)])

@@ -18,6 +18,7 @@ from fsar_bench.api import (
     loss_weight_names,
     support_to_episode,
 )
+from fsar_bench.schedule import decay_points, learning_rate
 from methods import hyrsm
 from tests.conftest import assert_batched_logits_match_single, first_parity_fixture, parity_fixtures
 
@@ -169,31 +170,30 @@ def test_unknown_option_and_card() -> None:
 
 
 def test_recipes_follow_the_released_configs() -> None:
-    """Schedules as per-step factors, per-shot queries, PE constants and λ_cls as head options."""
+    """The released SOLVER blocks kept as released, per-shot queries, PE constants and λ_cls as head options."""
     recipes = hyrsm.HYRSM_RECIPES
-    kinetics = recipes["kinetics100"]
+    kinetics = recipes["kinetics100-molo"]
     assert kinetics.head_options == {"classification_weight": 0.4, "position_a": 2048.0, "position_b": 0.01}
+    assert recipes["kinetics100"].head_options == kinetics.head_options  # the same config on the CMN list
     assert loss_weight_names(hyrsm.HyrsmOptions) == ("classification_weight",)
     weights = {name: recipes[name].head_options["classification_weight"] for name in recipes}
-    assert weights == {"ssv2-full": 0.6, "ssv2-small": 0.15, "kinetics100": 0.4, "ucf101": 0.15, "hmdb51": 0.15,
-                       "synthetic": 0.6}
-    assert kinetics.lr_steps == (1600, 2400, 3600) and kinetics.lr_factors == (0.5, 0.2, 0.5)
-    assert math.isclose(kinetics.lr_multiplier(4799), 0.05)  # LRS 0.05 at the end
-    assert recipes["ucf101"].lr_steps == (8400,) and recipes["hmdb51"].episodes_per_step == 8
-    for name in ("ssv2-full", "ssv2-small", "kinetics100", "ucf101", "hmdb51", "synthetic"):
+    assert weights == {"ssv2-full": 0.6, "ssv2-small": 0.15, "kinetics100": 0.4, "kinetics100-molo": 0.4,
+                       "ucf101": 0.15, "hmdb51": 0.15, "finegym": 0.6, "synthetic": 0.6}
+    assert (kinetics.steps_iter, kinetics.steps, kinetics.lrs) == (100, (0, 4, 6, 9), (1, 0.5, 0.1, 0.05))
+    assert decay_points(kinetics) == [(200, 0.5), (300, 0.1), (500, 0.05)]  # as run
+    assert decay_points(recipes["ucf101"]) == [(1400, 0.5), (2100, 0.1)] and recipes["hmdb51"].episodes_per_step == 8
+    for name in recipes:
         assert [recipes[name].train_queries(shot) for shot in range(1, 6)] == [7, 6, 5, 4, 3]
-    assert recipes["ssv2-full"].weight_decay == 5e-5 and recipes["ucf101"].weight_decay == 5e-4
+    for name in ("ssv2-full", "ssv2-small", "kinetics100", "ucf101", "hmdb51"):  # the optimiser's, not SOLVER's
+        assert recipes[name].weight_decay == 1e-3 and recipes[name].no_decay[:2] == ("bn", "norm")
     starts = {name: recipes[name].warmup_start_lr for name in ("ssv2-full", "ssv2-small", "kinetics100", "ucf101", "hmdb51")}
     assert starts == {"ssv2-full": 2e-5, "ssv2-small": 2e-5, "kinetics100": 5e-6, "ucf101": 1e-5, "hmdb51": 1e-5}
 
 
-def test_warm_up_ramps_linearly_from_the_configs_start_lr() -> None:
-    from fsar_bench.train import learning_rate
-
-    ucf = hyrsm.HYRSM_RECIPES["ucf101"]  # warm-up 2,800 episodes from 1e-5 to 5e-5, 16 episodes per step
-    per_step = ucf.episodes_per_step
-    assert math.isclose(learning_rate(ucf, 0, per_step), 1e-5 + 4e-5 / ucf.warmup)
-    assert math.isclose(learning_rate(ucf, 87, per_step), 1e-5 + 4e-5 * (87 * 16 + 1) / ucf.warmup)
-    assert learning_rate(ucf, ucf.warmup // per_step + 1, per_step) == 5e-5
+def test_warm_up_ramps_linearly_over_all_of_steps_iter() -> None:
+    ucf = hyrsm.HYRSM_RECIPES["ucf101"]  # warm-up over reference iterations [0, 700) from 1e-5 to 5e-5
+    assert math.isclose(learning_rate(ucf, 0), 1e-5 + 4e-5 * 3 / 700)  # step 0 applies at iteration 3
+    assert math.isclose(learning_rate(ucf, 87), 1e-5 + 4e-5 * (87 * 4 + 3) / 700)
+    assert learning_rate(ucf, 175) == 5e-5  # iteration 703
     synthetic = hyrsm.HYRSM_RECIPES["synthetic"]
-    assert synthetic.warmup == 0 and learning_rate(synthetic, 0, 1) == synthetic.lr
+    assert synthetic.warmup == 0 and synthetic.steps_iter == 0 and learning_rate(synthetic, 0) == synthetic.lr

@@ -5,6 +5,7 @@ Usage::
     fsar-bench run otam --dataset synthetic --shots 1,5
     fsar-bench report --format markdown
     fsar-bench methods
+    fsar-bench recipe molo --dataset ssv2-full
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from fsar_bench.cli import cache_cmd, catalog, config_cmd, data, report_cmd, run, splits_cmd
+from fsar_bench.cli import cache_cmd, catalog, config_cmd, data, recipe_cmd, report_cmd, run, splits_cmd
 
 app = typer.Typer(
     name="fsar-bench",
@@ -37,6 +38,7 @@ def main_options(
 run.register(app)
 report_cmd.register(app)
 catalog.register(app)
+recipe_cmd.register(app)
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(data.app, name="data")
 app.add_typer(splits_cmd.app, name="splits")

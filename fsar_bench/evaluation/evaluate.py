@@ -30,6 +30,7 @@ Usage::
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -361,3 +362,25 @@ def evaluate_accuracy(
     evaluate_episodes(model, episodes, np.arange(len(episodes)), video_path, count, workers=workers, batch=batch,
                       dist=dist)
     return 100.0 * correct[0] / episodes.query.size
+
+
+def evaluate_accuracy_ci(
+    model: FSARModel,
+    episodes: EpisodeSet,
+    video_path: Callable[[str], Path],
+    workers: int = 2,
+    batch: int = 0,
+    dist: Distributed = SINGLE,
+) -> tuple[float, float]:
+    """(mean accuracy %, 95% CI half-width 1.96·s/√N over episodes) through ``evaluate_episodes`` (validation)."""
+    correct = np.zeros(len(episodes), dtype=np.int64)
+
+    def count(ids: np.ndarray, predictions: np.ndarray) -> None:
+        correct[ids] = episode_accuracy(episodes, ids, predictions)
+
+    evaluate_episodes(model, episodes, np.arange(len(episodes)), video_path, count, workers=workers, batch=batch,
+                      dist=dist)
+    per_episode = 100.0 * correct / episodes.query.shape[1]
+    mean = 100.0 * float(correct.sum()) / episodes.query.size
+    ci = 1.96 * float(per_episode.std(ddof=1)) / math.sqrt(len(per_episode)) if len(per_episode) > 1 else float("nan")
+    return mean, ci

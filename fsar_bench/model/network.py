@@ -9,13 +9,14 @@ Usage::
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fsar_bench.api import FewShotHead, HeadConfig, MethodCard, Preprocess, Reps
+from fsar_bench.api import FewShotHead, HeadConfig, MethodCard, Preprocess, Recipe, Reps
+from fsar_bench.data.transforms import centre_crop, resize_frames
 from fsar_bench.model.backbones import build_backbone, default_preprocess
 from fsar_bench.errors import DataError
 
@@ -41,7 +42,9 @@ class FSARModel(nn.Module):
         num_base_classes: int,
         options: dict[str, Any] | None = None,
         backbone_dim: int = 128,
+        recipe: Recipe | None = None,
     ) -> FSARModel:
+        """``recipe``: the training recipe on this dataset, whose ``resize`` sets the test-time resize too."""
         trunk = build_backbone(backbone, weights, backbone_dim)
         merged = {**card.options, **(options or {})}
         config = HeadConfig(dim=trunk.out_dim, frames=frames, num_base_classes=num_base_classes,
@@ -49,7 +52,10 @@ class FSARModel(nn.Module):
         spec = {"method": card.name, "backbone": backbone, "backbone_dim": trunk.out_dim, "frames": frames,
                 "size": size, "num_base_classes": num_base_classes, "options": merged}
         trunk = trunk.to(memory_format=torch.channels_last)  # 30-55% faster convolutions on CPU; backbone only
-        return cls(trunk, card.head(config), card.preprocess_for(backbone) or default_preprocess(backbone), spec)
+        preprocess = card.preprocess_for(backbone) or default_preprocess(backbone)
+        if recipe is not None:
+            preprocess = dataset_preprocess(preprocess, recipe)
+        return cls(trunk, card.head(config), preprocess, spec)
 
     @property
     def device(self) -> torch.device:
@@ -68,6 +74,16 @@ class FSARModel(nn.Module):
             x = (x - mean) / std
         return x.reshape(videos, frames, *x.shape[1:])
 
+    def normalize(self, pixels: Tensor) -> Tensor:
+        """Training clips float ``[V, T, 3, S, S]`` in [0, 1] -> the network input on the model's device (the
+        same mean/std as ``prepare``)."""
+        x = pixels.to(self.device, non_blocking=True)
+        if self.preprocess.mean is not None and self.preprocess.std is not None:
+            mean = torch.tensor(self.preprocess.mean, device=x.device, dtype=x.dtype).view(1, 1, 3, 1, 1)
+            std = torch.tensor(self.preprocess.std, device=x.device, dtype=x.dtype).view(1, 1, 3, 1, 1)
+            x = (x - mean) / std
+        return x
+
     def features(self, pixels: Tensor) -> Tensor:
         """``[V, T, 3, S, S]`` -> pooled ``[V, T, d]``, or maps ``[V, T, d, h, w]`` for map heads."""
         videos, frames = pixels.shape[:2]
@@ -84,16 +100,16 @@ class FSARModel(nn.Module):
 def _resize_and_crop(x: Tensor, preprocess: Preprocess) -> Tensor:
     """[B, 3, H, W] in [0, 1]: resize ("short-side" or "squash") then centre crop."""
     if preprocess.resize_to:
-        height, width = x.shape[-2:]
-        if preprocess.resize == "squash":
-            target = (preprocess.resize_to, preprocess.resize_to)
-        else:
-            scale = preprocess.resize_to / min(height, width)
-            target = (max(preprocess.resize_to, round(height * scale)), max(preprocess.resize_to, round(width * scale)))
-        if target != (height, width):
-            x = F.interpolate(x, size=target, mode="bilinear", align_corners=False, antialias=True)
-    if preprocess.crop:
-        height, width = x.shape[-2:]
-        top, left = (height - preprocess.crop) // 2, (width - preprocess.crop) // 2
-        x = x[..., top:top + preprocess.crop, left:left + preprocess.crop]
-    return x
+        x = resize_frames(x, preprocess.resize, preprocess.resize_to, preprocess.antialias)
+    return centre_crop(x, preprocess.crop)
+
+
+def dataset_preprocess(base: Preprocess, recipe: Recipe) -> Preprocess:
+    """The test-time preprocessing on a dataset: ``base`` (the card's, per backbone) with the recipe's resize
+    (``recipe.resize`` "": unchanged), e.g. SSv2 squashed to 256x256 where Kinetics keeps its aspect."""
+    if not recipe.resize:
+        return base
+    if recipe.resize == "none":
+        return replace(base, resize="short-side", resize_to=0, antialias=recipe.antialias)
+    return replace(base, resize=recipe.resize, resize_to=recipe.resize_to, antialias=recipe.antialias)
+

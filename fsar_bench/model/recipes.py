@@ -4,7 +4,8 @@
   (Adam, lr 1e-3, 600 episodes of one step each, 5 train queries per class, val of 200 episodes every 100).
   A method states only what it changes, and why, in ``notes``.
 * ``reference_recipe(...)``: a released reference config (lr, iterations, STEPS_ITER / STEPS / LRS schedule,
-  episodes per iteration, iterations per optimizer step) -> a Recipe counted in episodes.
+  episodes per iteration, iterations per optimizer step) -> a Recipe counted in episodes, schedule as released.
+  The two reference families build theirs with ``fsar_bench.model.reference_recipes`` (values with sources).
 
 Usage (plugins import these names from ``fsar_bench.api``)::
 
@@ -33,6 +34,15 @@ class Recipe:
     is a head option, declared with ``loss_weight`` in the head's options dataclass).
     ``train_queries_by_shot`` overrides ``train_queries_per_class`` per shot.
     ``val_every``/``val_episodes`` control checkpoint selection on the val split.
+    Training clips: ``frame_sampler`` (``fsar_bench.data.sampling.FRAME_SAMPLERS``), ``resize``/``resize_to``/
+    ``antialias`` (also the test-time resize of this dataset), ``random_crop`` (else centre), ``flip`` and
+    ``color_jitter`` ("none", "queries" or "all" clips) with ``jitter`` = (brightness, contrast, saturation, hue,
+    grayscale probability).
+    Released schedules (``steps_iter`` > 0): ``steps_iter``, ``steps``, ``lrs``, ``warmup_epochs``, ``warmup_start_lr``
+    in reference iterations of ``episodes_per_iteration`` episodes, evaluated as the released code runs them
+    (``schedule`` "as-run") or as configured (``fsar_bench.schedule``). ``no_decay``: name parts of parameters
+    without weight decay. ``sources`` says where each value comes from (reference file and line, or why we chose
+    it); it is shown by ``fsar-bench recipe`` and is not part of what is trained.
     """
 
     optimizer: str = "adam"  # "adam" | "sgd"
@@ -52,6 +62,25 @@ class Recipe:
     val_every: int = 100
     val_episodes: int = 200
     notes: str = ""
+    # -- training clips (fsar_bench/data/sampling.py, fsar_bench/data/transforms.py)
+    frame_sampler: str = "segment-random"
+    resize: str = ""  # "squash" | "short-side" | "none"; "": the card's preprocessing for the backbone
+    resize_to: int = 0
+    antialias: bool = True
+    random_crop: bool = False
+    flip: str = "none"  # "none" | "queries" | "all"
+    color_jitter: str = "none"  # "none" | "queries" | "all"
+    jitter: tuple[float, ...] = (0.5, 0.5, 0.5, 0.25, 0.3)  # brightness, contrast, saturation, hue, grayscale p
+    # -- released schedules and optimiser groups (fsar_bench/schedule.py)
+    schedule: str = "as-run"  # "as-run" | "as-configured"; used when steps_iter > 0
+    steps_iter: int = 0  # SOLVER.STEPS_ITER (reference iterations); 0: the simple warmup/lr_steps form
+    steps: tuple[int, ...] = ()  # SOLVER.STEPS (epochs)
+    lrs: tuple[float, ...] = ()  # SOLVER.LRS (relative to lr)
+    warmup_epochs: int = 1  # SOLVER.WARMUP_EPOCHS
+    episodes_per_iteration: int = 1  # episodes per reference iteration (its GPUs, one episode each)
+    no_decay: tuple[str, ...] = ()  # parameter-name parts with weight decay 0 (reference names)
+    nesterov: bool = False
+    sources: Mapping[str, str] = field(default_factory=dict)  # field -> where its value comes from (file:line)
 
     def train_queries(self, shot: int) -> int:
         """Training queries per class at this shot."""
@@ -102,17 +131,19 @@ def reference_recipe(
     val_episodes: int = 1000,
     optimizer: str = "adam",
     notes: str = "",
+    **fields: Any,
 ) -> Recipe:
-    """A released config -> Recipe counted in episodes, on its nominal schedule.
+    """A released config -> Recipe counted in episodes, its schedule kept as released.
 
     The config's ``SOLVER``: ``STEPS_ITER`` (one "epoch" of the schedule, in reference iterations), ``STEPS``
-    (epochs at which the relative lr changes; STEPS[0] = 0), ``LRS`` (lr relative to BASE_LR from each step on),
-    one warm-up epoch from ``warmup_start_lr`` (``steps_iter`` 0: a constant lr, no warm-up); ``iterations_per_step`` (the config's BATCH_SIZE_PER_TASK:
-    iterations per optimizer step). One reference iteration is ``episodes_per_iteration`` episodes (one per GPU).
-    ``val_every`` is in reference iterations. Decays that fall after the run are dropped.
+    (epochs at which the relative lr changes; STEPS[0] = 0), ``LRS`` (``relative_lrs``: lr relative to BASE_LR from
+    each step on), one warm-up epoch from ``warmup_start_lr`` (``steps_iter`` 0: a constant lr, no warm-up); they
+    are evaluated as the released code runs them (``fsar_bench.schedule``, ``schedule`` "as-run"). One reference
+    iteration is ``episodes_per_iteration`` episodes (one per GPU); ``iterations_per_step`` is the config's
+    BATCH_SIZE_PER_TASK; ``iterations`` and ``val_every`` are in reference iterations. ``fields``: any other
+    Recipe field (transforms, ``sources``, ...).
     """
     scale = episodes_per_iteration
-    in_run = [index for index in range(1, len(steps)) if steps[index] * steps_iter < iterations]
     return Recipe(
         optimizer=optimizer,
         lr=lr,
@@ -122,14 +153,16 @@ def reference_recipe(
         train_queries_by_shot=dict(train_queries_by_shot or {}),
         weight_decay=weight_decay,
         momentum=momentum,
-        warmup=steps_iter * scale,
-        warmup_start_lr=warmup_start_lr,
-        lr_steps=tuple(steps[index] * steps_iter * scale for index in in_run),
-        lr_factors=tuple(round(relative_lrs[index] / relative_lrs[index - 1], 12) for index in in_run),
+        warmup_start_lr=warmup_start_lr if steps_iter else 0.0,
+        steps_iter=steps_iter,
+        steps=tuple(steps) if steps_iter else (),
+        lrs=tuple(relative_lrs) if steps_iter else (),
+        episodes_per_iteration=scale,
         head_options=dict(head_options or {}),
         val_every=val_every * scale,
         val_episodes=val_episodes,
         notes=notes,
+        **fields,
     )
 
 
@@ -146,6 +179,7 @@ class Preprocess:
     crop: int = 0
     mean: tuple[float, float, float] | None = (0.45, 0.45, 0.45)
     std: tuple[float, float, float] | None = (0.225, 0.225, 0.225)
+    antialias: bool = True
 
 
 PERRETT_RESNET50_PREPROCESS = Preprocess(resize="short-side", resize_to=256, crop=224, mean=None, std=None)

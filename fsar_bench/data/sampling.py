@@ -1,0 +1,88 @@
+"""Training frame samplers, one per reference pipeline, as pure seeded functions.
+
+Each sampler maps a video's frame count to the ``frames`` indices a training clip reads, drawing only from
+the numpy Generator it is given (``clip_generator``: one per (train seed, episode, clip), so a clip is the same
+whatever the process or worker that builds it). Test frames are not sampled here: the protocol always reads
+segment centres (``fsar_bench.data.video.segment_centre_indices``, a documented deviation from MoLo/HyRSM, which
+sample test frames randomly).
+
+Samplers (``FRAME_SAMPLERS``; facts in TRAINING.md §1):
+
+* ``segment-random``: one uniformly random frame from each of T equal segments covering the whole video
+  (segment t = frames ``t·n//T .. (t+1)·n//T - 1``). fsar-bench's generic sampler (``synthetic``).
+* ``molo-segment``: the MoLo repository's sampler for SSv2/UCF101/HMDB51 (``SAMPLING_RATE`` 50 > 40:
+  ``base_dataset.py`` ``_interval_based_sampling``): segments of ``n//T`` frames, one random frame from each; the
+  last ``n mod T`` frames are never sampled.
+* ``molo-kinetics``: the same function with Kinetics' ``SAMPLING_RATE`` 35: T frames on a line from a random start
+  in ``[0, n - L + 1)`` to ``start + L - 35`` with ``L = (n//T)·T`` (every Kinetics clip is shorter than
+  ``T·35/TARGET_FPS 12`` = 23 s, so the clip spans the whole video), truncated to integers.
+* ``evenly-spaced``: ``int(linspace(0, n-1, T))``, no randomness. fsar-lib's sampler for every dataset
+  (``video_reader.py`` ``load_and_transform_paths``), and the 8 frames its ``shrink_dataset.py`` keeps of each SSv2
+  video (so the TRX family trains SSv2 on fixed frames).
+* ``trx-jitter``: the official TRX sampler (``video_reader.py`` l.248–271): ``linspace(start, end, T)`` with
+  ``start`` in ``[0, p]`` and ``end`` in ``[n-1-p, n-1]``, ``p = int(min(5, (n-T)/2))``; all frames when ``n = T``.
+
+Usage::
+
+    rng = clip_generator(train_seed=0, episode=12, clip=3)
+    indices = sample_frame_indices("molo-segment", num_frames=97, frames=8, rng=rng)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+FRAME_SAMPLERS = ("segment-random", "molo-segment", "molo-kinetics", "evenly-spaced", "trx-jitter")
+MOLO_KINETICS_SAMPLING_RATE = 35
+"""``DATA.SAMPLING_RATE`` of the MoLo-repo Kinetics-100 configs (the frame interval of ``_interval_based_sampling``)."""
+TRX_MAX_END_JITTER = 5
+"""The official TRX sampler moves each end of the clip by at most this many frames."""
+TRAIN_CLIP_STREAM = 2
+"""Second entry of every training clip's SeedSequence (entry 1 draws the episodes' classes and videos)."""
+
+
+def clip_generator(train_seed: int, episode: int, clip: int) -> np.random.Generator:
+    """The Generator of training clip ``clip`` (position in the episode, supports first) of episode ``episode``:
+    ``default_rng(SeedSequence([train_seed, 2, episode, clip]))``. Every draw for that clip (frames, crop, flip,
+    colour) comes from it, in that order."""
+    return np.random.default_rng(np.random.SeedSequence([train_seed, TRAIN_CLIP_STREAM, episode, clip]))
+
+
+def sample_frame_indices(sampler: str, num_frames: int, frames: int, rng: np.random.Generator) -> list[int]:
+    """``frames`` indices into a video of ``num_frames`` frames, as ``sampler`` draws them.
+
+    Raises ValueError for an unknown sampler or a video with fewer than ``frames`` frames.
+    """
+    if num_frames < frames:
+        raise ValueError(f"{num_frames} frames cannot give {frames} training frames")
+    if sampler == "segment-random":
+        bounds = [t * num_frames // frames for t in range(frames + 1)]
+        return [int(rng.integers(bounds[t], bounds[t + 1])) for t in range(frames)]
+    if sampler == "molo-segment":
+        interval = num_frames // frames
+        return [int(rng.integers(t * interval, (t + 1) * interval)) for t in range(frames)]
+    if sampler == "molo-kinetics":
+        span = num_frames // frames * frames
+        start = float(rng.uniform(0.0, num_frames - span + 1))
+        end = start + span - MOLO_KINETICS_SAMPLING_RATE
+        line = np.linspace(start, end, frames)
+        return [int(value) for value in np.clip(line, 0, num_frames - 1)]
+    if sampler == "evenly-spaced":
+        return [int(value) for value in np.linspace(0, num_frames - 1, frames)]
+    if sampler == "trx-jitter":
+        return _trx_indices(num_frames, frames, rng)
+    raise ValueError(f"unknown frame sampler {sampler!r}: use one of {', '.join(FRAME_SAMPLERS)}")
+
+
+def _trx_indices(num_frames: int, frames: int, rng: np.random.Generator) -> list[int]:
+    if num_frames == frames:
+        return list(range(frames))
+    pad = int(min(TRX_MAX_END_JITTER, (num_frames - frames) / 2))
+    if pad < 1:
+        start, end = 0, num_frames - 1
+    else:
+        start = int(rng.integers(0, pad + 1))
+        end = int(rng.integers(num_frames - 1 - pad, num_frames))
+    if end - start < frames:
+        start, end = 0, num_frames - 1
+    return [int(value) for value in np.linspace(start, end, frames)]
