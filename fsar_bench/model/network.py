@@ -107,7 +107,7 @@ def _resize_and_crop(x: Tensor, preprocess: Preprocess) -> Tensor:
 def dataset_preprocess(base: Preprocess, recipe: Recipe) -> Preprocess:
     """The test-time preprocessing on a dataset: ``base`` (the card's, per backbone) with the recipe's resize
     (``recipe.resize`` "": unchanged), e.g. SSv2 squashed to 256x256 where Kinetics keeps its aspect."""
-    if not recipe.resize:
+    if not recipe.resize or not base.resize_to:  # a backbone that takes frames as they are (small CNN) keeps its own
         return base
     if recipe.resize == "none":
         return replace(base, resize="short-side", resize_to=0, antialias=recipe.antialias)
