@@ -9,6 +9,7 @@ Usage::
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -49,7 +50,10 @@ class FSARModel(nn.Module):
         spec = {"method": card.name, "backbone": backbone, "backbone_dim": trunk.out_dim, "frames": frames,
                 "size": size, "num_base_classes": num_base_classes, "options": merged}
         trunk = trunk.to(memory_format=torch.channels_last)  # 30-55% faster convolutions on CPU; backbone only
-        return cls(trunk, card.head(config), card.preprocess_for(backbone) or default_preprocess(backbone), spec)
+        preprocess = card.preprocess_for(backbone) or default_preprocess(backbone)
+        if not preprocess.resize_to and not preprocess.crop:  # e.g. small-cnn: fit any video to the protocol size
+            preprocess = dataclasses.replace(preprocess, resize="short-side", resize_to=size, crop=size)
+        return cls(trunk, card.head(config), preprocess, spec)
 
     @property
     def device(self) -> torch.device:
