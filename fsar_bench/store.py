@@ -117,7 +117,7 @@ def read_records(path: Path, repair: bool = False, query_labels: Sequence[int] |
             problem = f"not a record ({str(error)[:80]})"
         if problem:
             if not repair:
-                raise StoreError(f"{path}:{number}: corrupt record ({problem}); run the same command again to "
+                raise StoreError(f"{path}:{number}: corrupt record: {problem}; run the same command again to "
                                  "drop it and score that episode again (the other records are kept)")
             bad.append(f"{number} ({problem})")
             continue
