@@ -17,12 +17,13 @@ import copy
 import dataclasses
 import json
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fsar_bench.api import Recipe
-from fsar_bench.errors import UsageError
+from fsar_bench.errors import UnknownNameError, UsageError
 
 CONFIG_FILE_NAME = "bench.toml"
 
@@ -60,6 +61,24 @@ METHOD_KEYS: dict[str, type | tuple[type, ...]] = {**RECIPE_KEYS, "options": dic
 """[methods.NAME]: recipe fields for every dataset, head options, backbone, and ``recipes.DATASET`` tables (recipe
 fields for one dataset: a recipe for a benchmark the card has none for, or changes to the card's)."""
 PATH_KEYS = {"results", "cache", "methods", "splits"}
+
+# Allowed values of every numeric setting: (lowest, whether the lowest itself is allowed, highest or None, note).
+RANGES: dict[str, tuple[float, bool, float | None, str]] = {
+    "protocol.way": (1, True, None, ""), "protocol.queries_per_class": (1, True, None, ""),
+    "protocol.episodes": (1, True, None, ""), "protocol.frames": (1, True, None, ""), "protocol.seed": (0, True, None, ""),
+    "run.train_seed": (0, True, None, ""), "run.episode_batch": (0, True, None, "0 chooses it from memory"),
+    "run.workers": (0, True, None, "0 decodes in the main process"),
+    "run.cache_max_gb": (0, True, None, "0 turns the disk cache off"),
+    "lr": (0, False, None, ""), "iterations": (1, True, None, ""), "episodes_per_step": (1, True, None, ""),
+    "train_queries_per_class": (1, True, None, ""), "weight_decay": (0, True, None, ""), "momentum": (0, True, 1, ""),
+    "warmup": (0, True, None, ""), "warmup_start_lr": (0, True, None, ""), "lr_decay": (0, False, None, ""),
+    "val_every": (1, True, None, ""), "val_episodes": (1, True, None, ""),
+}
+RANGE_OF_ITEMS = {"lr_steps": (0, True, None, ""), "lr_factors": (0, False, None, ""), "loss_weights": (0, True, None, ""),
+                  "train_queries_by_shot": (1, True, None, "")}
+CHOICES = {"optimizer": ("adam", "sgd")}
+CLI_OPTIONS = {"protocol.episodes": "--episodes", "protocol.seed": "--seed", "run.train_seed": "--train-seed",
+               "run.workers": "--workers"}
 
 
 @dataclass(frozen=True)
@@ -117,6 +136,34 @@ def _check_value(value: Any, expected: type | tuple[type, ...], where: str, sour
         raise UsageError(f"{source}: {where} must be {_type_name(expected)}, got {value!r} ({type(value).__name__})")
 
 
+def _range_text(low: float, inclusive: bool, high: float | None, note: str) -> str:
+    text = f"{'at least' if inclusive else 'above'} {low:g}" + (f" and at most {high:g}" if high is not None else "")
+    return text + (f" ({note})" if note else "")
+
+
+def check_range(where: str, value: Any, bounds: tuple[float, bool, float | None, str], source: Path | str) -> None:
+    """UsageError naming the key, its allowed range and the file (or CLI option) when ``value`` is outside."""
+    low, inclusive, high, note = bounds
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return  # types are checked by _check_value
+    if value < low or (value == low and not inclusive) or (high is not None and value > high) or value != value:
+        option = f" ({CLI_OPTIONS[where]})" if source == "command line" and where in CLI_OPTIONS else ""
+        raise UsageError(f"{source}: {where}{option} must be {_range_text(*bounds)}, got {value!r}")
+
+
+def _check_method_values(name: str, table: dict[str, Any], source: Path | str) -> None:
+    for key, value in table.items():
+        where = f"methods.{name}.{key}"
+        if key in RANGES:
+            check_range(where, value, RANGES[key], source)
+        elif key in CHOICES and value not in CHOICES[key]:
+            raise UsageError(f"{source}: {where} must be one of {', '.join(map(repr, CHOICES[key]))}, got {value!r}")
+        elif key in RANGE_OF_ITEMS:
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for item_key, item in items:
+                check_range(f"{where}[{item_key!r}]", item, RANGE_OF_ITEMS[key], source)
+
+
 def validate(values: dict[str, Any], source: Path | str) -> None:
     """Raise UsageError naming the key and file for any unknown key or wrong type."""
     for section, table in values.items():
@@ -137,13 +184,24 @@ def validate(values: dict[str, Any], source: Path | str) -> None:
                     _check_value(value, schema[key], f"{section}.{name}.{key}", source)
                 if section == "methods":
                     _validate_dataset_recipes(entries.get("recipes", {}), name, source)
+                    _check_method_values(name, entries, source)
         else:
             known = ", ".join([*DEFAULTS, "datasets", "methods"])
             raise UsageError(f"{source}: unknown section or key '{section}'. Known sections: {known}")
-    protocol = values.get("protocol", {})
-    for key in ("way", "queries_per_class", "episodes", "frames"):
-        if key in protocol and protocol[key] < 1:
-            raise UsageError(f"{source}: protocol.{key} must be at least 1, got {protocol[key]}")
+    for section in DEFAULTS:
+        for key, value in values.get(section, {}).items():
+            if f"{section}.{key}" in RANGES:
+                check_range(f"{section}.{key}", value, RANGES[f"{section}.{key}"], source)
+
+
+def check_table_names(config: Config, methods: Iterable[str], datasets: Iterable[str]) -> None:
+    """Every [methods.NAME] and [datasets.NAME] of the config names a known method / benchmark, or
+    UnknownNameError (exit 2) with "did you mean" (a misspelt table would otherwise be silently ignored)."""
+    for section, kind, known in (("methods", "method", methods), ("datasets", "dataset", datasets)):
+        known = list(known)
+        for name in config.values.get(section, {}):
+            if name not in known:
+                raise UnknownNameError(kind, name, known, f"(table [{section}.{name}] in {config.source or 'the config'})")
 
 
 def _validate_dataset_recipes(recipes: dict[str, Any], method: str, source: Path | str) -> None:

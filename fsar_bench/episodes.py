@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from fsar_bench.errors import ProtocolMismatchError, UsageError
+from fsar_bench.errors import DataError, ProtocolMismatchError, UsageError
 from fsar_bench.files import atomic_write, json_sha256
 from fsar_bench.data.splits import Partition
 
@@ -76,7 +77,7 @@ class Protocol:
         if self.way > len(partition.classes):
             raise UsageError(
                 f"{self.dataset} {partition.name}: way {self.way} is above the {len(partition.classes)} classes "
-                f"of the partition; use --way {len(partition.classes)} or less"
+                f"of the partition; set way = {len(partition.classes)} or less under [protocol] in bench.toml"
             )
         needed = self.shot + self.queries_per_class
         name, count = partition.smallest_class()
@@ -175,12 +176,20 @@ def draw_episodes(protocol: Protocol, partition: Partition) -> EpisodeSet:
     return EpisodeSet(protocol, video_ids, classes, support, query, query_labels, fingerprint)
 
 
-def save_manifest(episodes: EpisodeSet, folder: Path) -> Path:
-    """Store the episode set once as ``<folder>/<fingerprint[:16]>.npz`` (atomic; kept if present)."""
+def save_manifest(episodes: EpisodeSet, folder: Path, warn: Callable[[str], None] | None = None) -> Path:
+    """Store the episode set once as ``<folder>/<fingerprint[:16]>.npz`` (atomic). A file already there is
+    kept when it reads back with this fingerprint, else (truncated, edited) rewritten, saying so via ``warn``."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{episodes.fingerprint[:16]}.npz"
     if path.exists():
-        return path
+        try:
+            if load_manifest(path).fingerprint == episodes.fingerprint:
+                return path
+            problem = "holds another episode set"
+        except Exception as error:  # any unreadable file (bad zip, missing array, bad JSON) is rewritten
+            problem = f"is corrupt ({type(error).__name__}: {str(error)[:80]})"
+        if warn is not None:
+            warn(f"episode manifest {path} {problem}; rewritten from the protocol")
     atomic_write(path, lambda stream: np.savez_compressed(
             stream,
             protocol=np.array(json.dumps(episodes.protocol.to_dict(), sort_keys=True)),
@@ -196,11 +205,15 @@ def save_manifest(episodes: EpisodeSet, folder: Path) -> Path:
 
 def load_manifest(path: Path) -> EpisodeSet:
     """Read a stored episode set back, verifying its fingerprint."""
-    with np.load(path, allow_pickle=False) as data:
-        protocol = Protocol(**json.loads(str(data["protocol"])))
-        video_ids = tuple(str(v) for v in data["video_ids"])
-        arrays = [data[k] for k in ("classes", "support", "query", "query_labels")]
-        stored = str(data["fingerprint"])
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            protocol = Protocol(**json.loads(str(data["protocol"])))
+            video_ids = tuple(str(v) for v in data["video_ids"])
+            arrays = [data[k] for k in ("classes", "support", "query", "query_labels")]
+            stored = str(data["fingerprint"])
+    except Exception as error:  # a truncated or edited archive fails in many ways (zip, npy, JSON, keys)
+        raise DataError(f"episode manifest {path} cannot be read ({type(error).__name__}: {str(error)[:80]}): it is "
+                        "corrupt; delete it (the next run rewrites it)") from None
     if _fingerprint(protocol, video_ids, arrays) != stored:
         raise ProtocolMismatchError(f"episode manifest {path} does not match its fingerprint: it is corrupt; delete it")
     return EpisodeSet(protocol, video_ids, *arrays, fingerprint=stored)

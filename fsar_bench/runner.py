@@ -26,11 +26,14 @@ import torch
 import fsar_bench
 from fsar_bench.api import Recipe, loss_weight_names
 from fsar_bench.model.backbones import default_backbone
-from fsar_bench.config import Config
+from fsar_bench.config import Config, check_table_names
 from fsar_bench.model.effective_recipe import resolve_recipe
-from fsar_bench.data.benchmarks import Benchmark, DataOptions, open_benchmark
+from fsar_bench.data.benchmarks import Benchmark, DataOptions, benchmark_names, open_benchmark
 from fsar_bench.episodes import EpisodeSet, Protocol, draw_episodes, save_manifest
-from fsar_bench.errors import DataError, UsageError
+from fsar_bench.code_digest import SCORING_MODULES, TRAINING_MODULES, changed_modules, code_digest
+from fsar_bench.errors import DataError, ProtocolMismatchError, UsageError
+from fsar_bench.evaluation.checks import BadOutputError
+from fsar_bench.locks import exclusive
 from fsar_bench.evaluation.cache import EncodingCache, EncodingContext, cache_folder, code_sha256
 from fsar_bench.distributed import SINGLE, Distributed, from_environment, launched_by_torchrun, single_device
 from fsar_bench.evaluation.evaluate import episode_accuracy, evaluate_episodes
@@ -59,6 +62,11 @@ class RunRequest:
     no_train: bool = False
     retrain: bool = False
     data: DataOptions = DataOptions()  # --splits-dir, --allow-missing, --trust-splits
+    accept_code_change: bool = False  # reuse a checkpoint / run made by other code (stamped into the run)
+
+    def __post_init__(self) -> None:
+        if self.no_train and self.retrain:
+            raise UsageError("--no-train and --retrain exclude each other: give one of them")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -69,7 +77,10 @@ def resolve_device(name: str) -> torch.device:
 
 
 def get_method(config: Config, name: str) -> MethodEntry:
-    return discover_methods(config.path("methods")).get(name)
+    """The method ``name``; also checks that every [methods.X] / [datasets.X] table names something known."""
+    registry = discover_methods(config.path("methods"))
+    check_table_names(config, registry.names(), benchmark_names())
+    return registry.get(name)
 
 
 def make_protocol(config: Config, benchmark: Benchmark, partition: str, shot: int, episodes: int | None = None) -> Protocol:
@@ -153,38 +164,69 @@ def state_sha256(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
+def training_lock(path: Path, is_main: bool = True, log=print):
+    """The checkpoint key's lock (the main process alone takes it): one process trains or reads a key at a time."""
+    return exclusive(path.parent / "train.lock", "training this checkpoint", log) if is_main else contextlib.nullcontext()
+
+
 def ensure_checkpoint(config: Config, entry: MethodEntry, benchmark: Benchmark, model: FSARModel, request: RunRequest,
-                      dist: Distributed = SINGLE) -> tuple[str, Path | None, dict]:
+                      dist: Distributed = SINGLE, log=print) -> tuple[str, Path | None, dict]:
     """Load (or train, then load) the checkpoint. Returns (sha256, path or None, training info).
 
     ``request.checkpoint`` may also be a file saved by the method's reference code (``reference_checkpoints``):
     its info then says ``weights: "reference checkpoint"`` and where it came from.
 
-    Under torchrun every rank trains (DDP); rank 0 decides, writes and reads the checkpoint and sends
-    its weights to the others (no shared file system needed).
+    Holds the checkpoint key's lock: a second process asking for the same key waits, then loads what the
+    first trained. A checkpoint trained by other code is refused (exit 4) unless ``request.retrain`` or
+    ``request.accept_code_change``. Under torchrun every rank trains (DDP); rank 0 decides, writes and reads
+    the checkpoint and sends its weights to the others (no shared file system needed).
     """
     if request.checkpoint is not None:
-        path = request.checkpoint
+        path, lock = request.checkpoint, contextlib.nullcontext()
     else:
         path = default_checkpoint_path(config, model, benchmark.name, request.shot)
-        exists = dist.broadcast_object(path.is_file())
-        if request.no_train and not exists:
-            return "untrained:" + state_sha256(model), None, {"trained": False, "weights": WEIGHTS_UNTRAINED}
-        if request.retrain or not exists:
-            train_checkpoint(config, entry, benchmark, model, request.shot, path, dist)
-    loaded = None
-    if dist.is_main:
-        peeked = read_checkpoint_file(path) if request.checkpoint is not None else None
-        if peeked is not None and not is_fsar_checkpoint(peeked):  # the reference code's own file
-            info = load_reference_checkpoint(model, entry.card, path, peeked)
-        else:
-            payload = read_checkpoint(path)
-            load_checkpoint_weights(model, path, payload)
-            info = {"trained": True, "weights": WEIGHTS_TRAINED_HERE, **payload.get("extra", {})}
-        loaded = (file_sha256(path), path, info)
-    loaded = dist.broadcast_object(loaded)
+        if dist.is_main and not request.no_train:
+            check_writable(path.parent)
+        # reading needs no lock (a checkpoint is replaced by an atomic rename); training does
+        lock = contextlib.nullcontext() if request.no_train else training_lock(path, dist.is_main, log)
+    with lock:
+        if request.checkpoint is None:
+            exists = dist.broadcast_object(path.is_file())
+            if request.no_train and not exists:
+                return "untrained:" + state_sha256(model), None, {"trained": False, "weights": WEIGHTS_UNTRAINED}
+            if request.retrain or not exists:
+                train_checkpoint(config, entry, benchmark, model, request.shot, path, dist)
+        loaded = None
+        if dist.is_main:
+            peeked = read_checkpoint_file(path) if request.checkpoint is not None else None
+            if peeked is not None and not is_fsar_checkpoint(peeked):  # the reference code's own file
+                info = load_reference_checkpoint(model, entry.card, path, peeked)
+            else:
+                info = load_own_checkpoint(model, entry, path, request)
+            loaded = (file_sha256(path), path, info)
+        loaded = dist.broadcast_object(loaded)
     dist.broadcast_module(model)
     return loaded
+
+
+def load_own_checkpoint(model: FSARModel, entry: MethodEntry, path: Path, request: RunRequest) -> dict[str, Any]:
+    """Load a checkpoint fsar-bench saved (verified) into ``model``; its info. One trained by code that changed
+    since is refused (exit 4) unless ``request.accept_code_change`` (then said in the info)."""
+    payload = read_checkpoint(path, accept_unstamped=request.accept_code_change)
+    load_checkpoint_weights(model, path, payload)
+    info = {"trained": True, "weights": WEIGHTS_TRAINED_HERE, **payload.get("extra", {})}
+    if payload["format"] == 1:
+        info["code_change_accepted"] = ["(format-1 checkpoint: no integrity stamp, no code digest)"]
+    elif "code" in info:  # a checkpoint without a digest (converted from elsewhere) is the user's choice
+        changed = changed_modules(info["code"], code_digest(entry.card.head, TRAINING_MODULES))
+        if changed and not request.accept_code_change:
+            raise ProtocolMismatchError(
+                f"checkpoint {path} was trained by other code; changed since: {'; '.join(changed)}. Pass "
+                "--retrain to train it again with the current code, or --accept-code-change if the change "
+                "cannot alter results (this is stamped into the run)")
+        if changed:
+            info["code_change_accepted"] = changed
+    return info
 
 
 def train_checkpoint(config: Config, entry: MethodEntry, benchmark: Benchmark, model: FSARModel, shot: int, path: Path,
@@ -194,6 +236,8 @@ def train_checkpoint(config: Config, entry: MethodEntry, benchmark: Benchmark, m
     Under torchrun (``dist`` from the environment when None) every rank trains, rank 0 writes.
     """
     dist = dist or from_environment(config.run["device"])[0]
+    if dist.is_main:
+        check_writable(path.parent)  # before training, not at its first checkpoint save
     recipe = method_recipe(config, entry, benchmark.name)
     for part in ("train", "val"):  # missing videos: refused (or dropped with --allow-missing)
         benchmark.present_partition(part)
@@ -210,8 +254,12 @@ def train_checkpoint(config: Config, entry: MethodEntry, benchmark: Benchmark, m
         result = train_model(model, recipe, benchmark, config.protocol["way"], shot, config.protocol["frames"],
                              config.run["train_seed"], val_episodes, partial,
                              checkpoint_extra={"dataset": benchmark.name, "shot": shot, "recipe": asdict(recipe),
-                                               "train_seed": config.run["train_seed"]},
+                                               "train_seed": config.run["train_seed"],
+                                               "code": code_digest(entry.card.head, TRAINING_MODULES)},
                              workers=config.run["workers"], on_progress=update, dist=dist)
+    except BadOutputError:
+        partial.unlink(missing_ok=True)  # diverged: nothing of this training is kept
+        raise
     finally:
         close()
     if not dist.is_main:
@@ -260,10 +308,10 @@ def run_method(config: Config, request: RunRequest, standard_episodes: int | Non
     protocol.check_feasible(test)
     # a given checkpoint replaces every weight: no ImageNet file needed to evaluate it
     model = build_model(config, entry, benchmark, device, "none" if request.checkpoint is not None else None)
-    checkpoint_sha, checkpoint_path, train_info = ensure_checkpoint(config, entry, benchmark, model, request, dist)
+    checkpoint_sha, checkpoint_path, train_info = ensure_checkpoint(config, entry, benchmark, model, request, dist, log)
     episodes = draw_episodes(protocol, test)
     results_dir = config.path("results")
-    manifest = save_manifest(episodes, results_dir / "episodes") if dist.is_main else None
+    manifest = save_manifest(episodes, results_dir / "episodes", warn=lambda m: log(f"warning: {m}")) if dist.is_main else None
     run_id = f"{entry.name}__{benchmark.name}__{request.shot}shot__p{protocol.fingerprint[:10]}__c{checkpoint_sha.split(':')[-1][:10]}"
     stamps = {
         "method": entry.name, "method_origin": entry.origin, "dataset": benchmark.name, "shot": request.shot,
@@ -278,19 +326,32 @@ def run_method(config: Config, request: RunRequest, standard_episodes: int | Non
         "missing_videos": list(protocol.missing_videos), "split_files": benchmark.split_stamps(),
         "comparable_to_papers": benchmark.comparable_to_papers,
         "started_at": datetime.datetime.now(datetime.timezone.utc).isoformat(), **environment_stamps(config, device),
-        "processes": dist.world_size,
+        "processes": dist.world_size, "code": code_digest(entry.card.head, SCORING_MODULES),
     }
-    run = RunStore.open(results_dir, run_id, stamps) if dist.is_main else None
-    context = EncodingContext(checkpoint_sha, entry.name, model.spec, asdict(model.preprocess), protocol.frames,
-                              protocol.sampling, open_reader().name, code_sha256(entry.card.head))
-    cache = cache if cache is not None else encoding_cache(config, log)
-    summary = evaluate_into(run, model, benchmark, episodes, config, log, dist=dist, cache=cache,
-                            context=context.digest())
-    summary["seconds_total"] = time.time() - started
-    summary.update(run_id=run_id, protocol_fingerprint=protocol.fingerprint, episode_fingerprint=episodes.fingerprint)
-    if run is not None:
-        run.stamps["timings"] = {**run.stamps.get("timings", {}), "total_seconds": summary["seconds_total"]}
-        run.finish(summary)
+    lock = exclusive(results_dir / "locks" / f"{run_id}.lock", "scoring this run", log) if dist.is_main \
+        else contextlib.nullcontext()
+    with lock:  # a second process scoring the same run waits, then finds it complete
+        run = RunStore.open(results_dir, run_id, stamps, query_labels=episodes.query_labels[0].tolist(),
+                            accept_code_change=request.accept_code_change, set_aside_other_code=request.retrain,
+                            warn=lambda message: log(f"warning: {message}")) if dist.is_main else None
+        if dist.broadcast_object(run is not None and run.finished):
+            log(f"{run_id}: already complete; its stored results are reported (nothing recomputed)")
+            stored = dist.broadcast_object(run.summary() if run is not None else None)
+            dist.barrier()
+            return stored
+        context = EncodingContext(checkpoint_sha, entry.name, model.spec, asdict(model.preprocess), protocol.frames,
+                                  protocol.sampling, open_reader().name, code_sha256(entry.card.head))
+        cache = cache if cache is not None else encoding_cache(config, log)
+        try:
+            summary = evaluate_into(run, model, benchmark, episodes, config, log, dist=dist, cache=cache,
+                                    context=context.digest())
+        except BadOutputError as error:
+            raise BadOutputError(f"method {entry.name}: {error}") from None
+        summary["seconds_total"] = time.time() - started
+        summary.update(run_id=run_id, protocol_fingerprint=protocol.fingerprint, episode_fingerprint=episodes.fingerprint)
+        if run is not None:
+            run.stamps["timings"] = {**run.stamps.get("timings", {}), "total_seconds": summary["seconds_total"]}
+            run.finish(summary)
     dist.barrier()
     return summary
 

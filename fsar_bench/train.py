@@ -29,6 +29,7 @@ from fsar_bench.api import Recipe, TrainEpisode
 from fsar_bench.data.benchmarks import Benchmark
 from fsar_bench.distributed import SINGLE, Distributed
 from fsar_bench.episodes import EpisodeSet, draw_episode
+from fsar_bench.evaluation.checks import check_loss
 from fsar_bench.evaluation.evaluate import evaluate_accuracy_ci
 from fsar_bench.model.checkpoints import save_checkpoint
 from fsar_bench.model.network import FSARModel
@@ -168,6 +169,8 @@ def train_model(
             with contextlib.nullcontext() if sync or not dist.active else module.no_sync():
                 with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
                     total, logits, terms = module(pixels, episode)
+                if iteration is not None:  # a NaN/inf loss stops training before it reaches the weights
+                    check_loss(total, terms, model.head, iteration + 1)
                 # DDP averages over ranks: x world_size / episodes_per_step sums the step's episodes as one process does
                 scaled = total * 0.0 if iteration is None else total * dist.world_size / per_step
                 scaler.scale(scaled).backward()

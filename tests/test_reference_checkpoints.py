@@ -91,9 +91,10 @@ def synthetic_model(config: Path, method: str, seed: int) -> FSARModel:
                         torch.device("cpu"), "none")
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for value in model.state_dict().values():
-            if value.is_floating_point():
-                value.copy_(torch.rand(value.shape, generator=generator) - 0.5)
+        for name, value in model.state_dict().items():
+            if value.is_floating_point():  # a variance must stay positive (else NaN logits, refused since issue 15)
+                offset = 0.5 if name.endswith("running_var") else -0.5
+                value.copy_(torch.rand(value.shape, generator=generator) + offset)
     return model
 
 

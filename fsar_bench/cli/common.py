@@ -40,7 +40,7 @@ def handle_errors(command: F) -> F:
             stderr.print(f"[bold red]error:[/] {escape(str(error))}", markup=True, soft_wrap=True)
             raise typer.Exit(error.exit_code) from None
         except VideoError as error:
-            stderr.print(f"[bold red]error:[/] video {escape(str(error))}. Run `fsar-bench data check` to list every bad file.",
+            stderr.print(f"[bold red]error:[/] video {escape(str(error))}. {escape(video_remedy(error))}",
                          markup=True, soft_wrap=True)
             raise typer.Exit(3) from None
         except KeyboardInterrupt:
@@ -48,6 +48,16 @@ def handle_errors(command: F) -> F:
             raise typer.Exit(INTERRUPTED_EXIT_CODE) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def video_remedy(error: VideoError) -> str:
+    """What to do about a bad video: regenerate a synthetic one; else the `data check` that lists every such file."""
+    if any(part.startswith("synthetic-") for part in error.path.parts):
+        return "The generated synthetic videos are damaged: regenerate them with `fsar-bench data synth --force`."
+    if error.kind == "missing":
+        return "Run `fsar-bench data check DATASET` to list every missing file."
+    return ("Run `fsar-bench data check DATASET --decode` to list every unreadable file (without --decode it "
+            "only checks that files exist).")
 
 
 def config_from(ctx: typer.Context, cli: dict[str, Any] | None = None) -> Config:

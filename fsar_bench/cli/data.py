@@ -23,6 +23,14 @@ from fsar_bench.progress import ProgressBar
 
 app = typer.Typer(help="Prepare and check datasets.", no_args_is_help=True)
 
+PROBLEM_REMEDIES = {
+    "missing": "restore the files, or fix root / layout under [datasets.DATASET] in bench.toml",
+    "empty": "copy or extract these files again (they have no bytes or no frames)",
+    "unreadable": "copy, download or convert these files again (they cannot be opened)",
+    "corrupt": "copy, download or convert these files again (they fail to decode: truncated or damaged)",
+    "too-short": "extract these videos with more frames, or lower [protocol] frames in bench.toml (another protocol)",
+}
+
 RootOpt = Annotated[Optional[Path], typer.Option("--root", help="Video folder (default: bench.toml [datasets.NAME] root).")]
 LayoutOpt = Annotated[Optional[str], typer.Option("--layout", help="Video layout (default: bench.toml, else the benchmark's).")]
 SplitsDirOpt = Annotated[Optional[Path], typer.Option("--splits-dir", help="Folder holding the split files.")]
@@ -65,10 +73,13 @@ def check(
 
     from fsar_bench.data.check import check_benchmark
     from fsar_bench.data.benchmarks import PARTITIONS, DataOptions, open_benchmark
+    from fsar_bench.store import check_writable
 
     if partition is not None and partition not in PARTITIONS:
         raise UsageError(f"--partition must be one of {', '.join(PARTITIONS)}, got {partition!r}")
     config = config_from(ctx, {"protocol.frames": frames})
+    report_path = report or config.path("results") / "data-check" / f"{dataset}.json"
+    check_writable(report_path.parent)  # before checking: the report must be writable
     options = DataOptions(root=root, layout=layout, splits_dir=splits_dir, trust_splits=trust_splits)
     benchmark = open_benchmark(dataset, config, options)
     parts = [partition] if partition else list(PARTITIONS)
@@ -91,9 +102,12 @@ def check(
             continue
         stdout.print(f"{problem.kind:<10} {problem.path}  ({problem.partition}, {problem.video_id}): {problem.detail}",
                      soft_wrap=True, markup=False)
+    for kind in sorted({p.kind for p in result.problems}):
+        stdout.print(f"what to do ({kind}): {PROBLEM_REMEDIES.get(kind, '')}".replace("DATASET", dataset),
+                     soft_wrap=True, markup=False)
     for message in result.layout_errors:
         stderr.print(f"[bold red]layout:[/] {escape(message)}", soft_wrap=True)
-    path = result.write(report or config.path("results") / "data-check" / f"{dataset}.json")
+    path = result.write(report_path)
     stderr.print(f"report: {path} ({result.seconds:.1f} s)")
     if not result.ok:
         kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(result.counts_by_kind().items()))

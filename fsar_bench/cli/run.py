@@ -30,6 +30,9 @@ WorkersOpt = Annotated[Optional[int], typer.Option(help="Video decoding worker p
 SplitsDirOpt = Annotated[Optional[Path], typer.Option("--splits-dir", help="Folder holding the split files (default: bench.toml).")]
 AllowMissingOpt = Annotated[bool, typer.Option("--allow-missing", help="Run without missing videos: a separate, labelled protocol.")]
 TrustSplitsOpt = Annotated[bool, typer.Option("--trust-splits", help="Accept split files whose sha256 differs from the manifest.")]
+AcceptCodeOpt = Annotated[bool, typer.Option(
+    "--accept-code-change",
+    help="Reuse a checkpoint or run made by code that changed since, declaring the change harmless (stamped).")]
 
 
 def _data_options(splits_dir: Optional[Path], allow_missing: bool, trust_splits: bool):
@@ -46,7 +49,7 @@ def _cli_values(episodes=None, seed=None, device=None, backbone=None, backbone_w
 
 
 def _evaluate(ctx: typer.Context, method: str, dataset: str, shots: str, cli: dict[str, Any], checkpoint: Optional[Path],
-              no_train: bool, retrain: bool, data=None) -> None:
+              no_train: bool, retrain: bool, data=None, accept_code_change: bool = False) -> None:
     from fsar_bench.distributed import is_main_process
     from fsar_bench.report import collect_runs, format_table
     from fsar_bench.runner import RunRequest, run_method
@@ -59,12 +62,15 @@ def _evaluate(ctx: typer.Context, method: str, dataset: str, shots: str, cli: di
         raise UsageError("--checkpoint holds one trained model: give a single --shots value with it")
     if checkpoint is not None and no_train:
         raise UsageError("--checkpoint and --no-train exclude each other")
+    if no_train and retrain:
+        raise UsageError("--no-train and --retrain exclude each other: give one of them")
     config = config_from(ctx, cli)
     standard = config_from(ctx, {**cli, "protocol.episodes": None}).protocol["episodes"]
     main_process = is_main_process()
     run_ids = []
     for shot in shot_list:
-        request = RunRequest(method, dataset, shot, checkpoint, no_train, retrain, data or _data_options(None, False, False))
+        request = RunRequest(method, dataset, shot, checkpoint, no_train, retrain, data or _data_options(None, False, False),
+                             accept_code_change)
         summary = run_method(config, request, standard,
                              log=lambda message: stderr.print(message))
         if main_process:  # the result, then its fingerprints: short lines that do not wrap at 80 columns
@@ -102,11 +108,12 @@ def register(app: typer.Typer) -> None:
         splits_dir: SplitsDirOpt = None,
         allow_missing: AllowMissingOpt = False,
         trust_splits: TrustSplitsOpt = False,
+        accept_code_change: AcceptCodeOpt = False,
     ) -> None:
         """Train where no checkpoint exists, evaluate the test episodes, store and print the results."""
         cli = _cli_values(episodes, seed, device, backbone, backbone_weights, train_seed, results, workers)
         _evaluate(ctx, method, dataset, shots, cli, checkpoint, no_train, retrain,
-                  _data_options(splits_dir, allow_missing, trust_splits))
+                  _data_options(splits_dir, allow_missing, trust_splits), accept_code_change)
 
     @app.command("evaluate")
     @handle_errors
@@ -127,11 +134,12 @@ def register(app: typer.Typer) -> None:
         splits_dir: SplitsDirOpt = None,
         allow_missing: AllowMissingOpt = False,
         trust_splits: TrustSplitsOpt = False,
+        accept_code_change: AcceptCodeOpt = False,
     ) -> None:
         """Evaluate only (never trains): the given or default checkpoint, else the untrained model."""
         cli = _cli_values(episodes, seed, device, backbone, backbone_weights, train_seed, results, workers)
         _evaluate(ctx, method, dataset, shots, cli, checkpoint, no_train=checkpoint is None, retrain=False,
-                  data=_data_options(splits_dir, allow_missing, trust_splits))
+                  data=_data_options(splits_dir, allow_missing, trust_splits), accept_code_change=accept_code_change)
 
     @app.command("train")
     @handle_errors
@@ -152,12 +160,18 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Meta-train on the train split, select on val (the test split is never read)."""
         from fsar_bench.data.benchmarks import open_benchmark
-        from fsar_bench.runner import build_model, default_checkpoint_path, get_method, resolve_device, train_checkpoint
+        from fsar_bench.distributed import is_main_process
+        from fsar_bench.runner import (build_model, default_checkpoint_path, get_method, resolve_device, train_checkpoint,
+                                       training_lock)
+        from fsar_bench.store import check_writable
 
         config = config_from(ctx, _cli_values(None, None, device, backbone, backbone_weights, train_seed, results, workers))
+        if is_main_process():  # before any work: training must be able to save its checkpoint
+            check_writable(config.path("results"))
         entry = get_method(config, method)
         benchmark = open_benchmark(dataset, config, _data_options(splits_dir, allow_missing, trust_splits))
         model = build_model(config, entry, benchmark, resolve_device(config.run["device"]))
         path = default_checkpoint_path(config, model, dataset, shot)
-        train_checkpoint(config, entry, benchmark, model, shot, path)
+        with training_lock(path, is_main_process(), log=stderr.print):
+            train_checkpoint(config, entry, benchmark, model, shot, path)
         stderr.print(f"best-on-val checkpoint: {path}")

@@ -165,9 +165,26 @@ class Benchmark:
             candidate = _render(self.root, other_template, example_id, self.line_format)
             if other != self.layout and candidate is not None and candidate.exists():
                 return (message + f" Layout {other!r} ({other_template}) finds {candidate}: set "
-                        f'layout = "{other}" under [datasets.{self.name}] in bench.toml (or pass --layout {other}).')
+                        f'layout = "{other}" under [datasets.{self.name}] in bench.toml (`data check` also takes '
+                        f"--layout {other}).")
         known = ", ".join(f"{k} ({v})" for k, v in self.manifest.layouts.items())
         return message + f" No other layout finds it either. Layouts: {known}; see docs/real-benchmarks.md."
+
+    def partial_layout_hint(self, missing: list[str], sample: int = 40) -> str:
+        """When most of the ``missing`` videos are where another layout puts them (a tree stored in another
+        documented layout, only partly matching this one), a sentence saying so; else ""."""
+        if self.manifest is None or not missing:
+            return ""
+        probe = missing[:: max(1, len(missing) // sample)][:sample]
+        for other, template in self.manifest.layouts.items():
+            if other == self.layout:
+                continue
+            found = sum(1 for v in probe if (p := _render(self.root, template, v, self.line_format)) is not None and p.exists())
+            if found * 2 > len(probe):
+                return (f"Layout {other!r} ({template}) finds {found} of {len(probe)} of the missing videos checked: "
+                        f'the tree looks stored that way; set layout = "{other}" under [datasets.{self.name}] in '
+                        "bench.toml. ")
+        return ""
 
     def present_partition(self, name: str) -> Partition:
         """The partition once every video is checked present on disk.
@@ -184,9 +201,13 @@ class Benchmark:
         if missing and not self.options.allow_missing:
             shown = ", ".join(str(self.resolve(v)) for v in missing[:MISSING_SHOWN])
             more = f" and {len(missing) - MISSING_SHOWN} more" if len(missing) > MISSING_SHOWN else ""
+            reduced = partition.without(set(missing))
+            empty = [c for c in reduced.classes if not reduced.videos[c]]
+            remedy = (f"every video of class {empty[0]!r} is missing, so --allow-missing cannot help" if empty else
+                      "--allow-missing runs without them as a separate, labelled protocol")
             raise DataError(f"{len(missing)} of the {partition.num_videos} {name} videos of {self.name} are missing: "
-                            f"{shown}{more}. `fsar-bench data check {self.name} --partition {name}` lists them all; "
-                            "--allow-missing runs without them as a separate, labelled protocol.")
+                            f"{shown}{more}. {self.partial_layout_hint(missing)}`fsar-bench data check {self.name} "
+                            f"--partition {name}` lists them all; {remedy}.")
         if missing:
             reduced = partition.without(set(missing))
             empty = [c for c in reduced.classes if not reduced.videos[c]]

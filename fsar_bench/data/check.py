@@ -184,6 +184,8 @@ def check_benchmark(
                         "ok": partition.num_videos - len(bad), "problems": len(bad), "missing": missing}
         if partition.num_videos and missing == partition.num_videos:
             layout_errors.append(benchmark.layout_message(partition))
+        elif missing and (hint := benchmark.partial_layout_hint([p.video_id for p in bad if p.kind == "missing"])):
+            layout_errors.append(f"{name}: {missing:,} videos missing. {hint.strip()}")
     return CheckReport(dataset=benchmark.name, root=str(root), layout=benchmark.layout or "built-in", decode=decode,
                        frames=frames, partitions=counts, problems=problems, layout_errors=layout_errors,
                        split_files=benchmark.split_stamps(), seconds=time.time() - started)

@@ -102,19 +102,11 @@ def code_sha256(head_class: type) -> str:
 
         code_sha256(OTAMHead)  # '3f1c…' (64 hex digits)
     """
-    import importlib
-    import inspect
-    import sys
+    from fsar_bench.code_digest import method_modules, module_source
 
-    modules = [sys.modules[head_class.__module__]]
-    modules += [importlib.import_module(name) for name in ENCODING_CODE_MODULES]
     digest = hashlib.sha256()
-    for module in modules:
-        source = inspect.getsourcefile(module)
-        if not source or not os.path.isfile(source):
-            raise FsarError(f"cannot hash the code of {module.__name__}: its source file {source!r} is missing; "
-                            "reinstall fsar-bench (an installed copy without sources cannot key encodings)")
-        digest.update(module.__name__.encode() + b"\0" + Path(source).read_bytes())
+    for module in method_modules(head_class, ENCODING_CODE_MODULES):
+        digest.update(module.__name__.encode() + b"\0" + module_source(module))
     return digest.hexdigest()
 
 

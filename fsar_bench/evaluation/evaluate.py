@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from fsar_bench.api import FewShotHead, PairwiseHead, Reps, cat_reps, index_reps, map_reps
+from fsar_bench.evaluation.checks import check_logits
 from fsar_bench.evaluation.cache import EncodingCache, entry_key
 from fsar_bench.distributed import SINGLE, Distributed
 from fsar_bench.episodes import EpisodeSet
@@ -179,6 +180,7 @@ def _score_batch(head: FewShotHead, table: Reps, row_of: np.ndarray, episodes: E
         support_rows = torch.from_numpy(row_of[episodes.support[ids]]).long().to(device)   # [B, N, K]
         query_rows = torch.from_numpy(row_of[episodes.query[ids]]).long().to(device)       # [B, Q]
         logits = head.logits(index_reps(table, support_rows), index_reps(table, query_rows))  # [B, Q, N]
+        check_logits(logits, head, ids, episodes.query.shape[1], episodes.support.shape[1])
         return logits.argmax(dim=-1).cpu().numpy()
 
 

@@ -28,6 +28,7 @@ from torch import Tensor
 
 from fsar_bench.api import PairwiseHead, Reps, index_reps, reps_num_videos
 from fsar_bench.episodes import EpisodeSet
+from fsar_bench.evaluation.checks import check_logits
 from fsar_bench.evaluation.peak_memory import linear_peak_bytes, memory_budget
 
 CHUNK_SCRATCH_BYTES = 16 << 20
@@ -140,4 +141,5 @@ def score_pairwise(head: PairwiseHead, table: Reps, row_of: np.ndarray, episodes
     for start in range(0, len(episode_ids), batch):
         ids = episode_ids[start:start + batch]
         logits = pairs.logits(row_of[episodes.query[ids]], row_of[episodes.support[ids]])
+        check_logits(logits, head, ids, episodes.query.shape[1], episodes.support.shape[1])
         yield ids, logits.argmax(dim=-1).cpu().numpy()

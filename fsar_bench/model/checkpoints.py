@@ -68,8 +68,12 @@ def save_checkpoint(model: torch.nn.Module, path: Path, extra: dict[str, Any]) -
     return hashlib.sha256(data).hexdigest()
 
 
-def read_checkpoint(path: Path) -> dict[str, Any]:
-    """Load and verify a checkpoint dict (CPU tensors), or raise an error naming the file and the fix."""
+def read_checkpoint(path: Path, accept_unstamped: bool = False) -> dict[str, Any]:
+    """Load and verify a checkpoint dict (CPU tensors), or raise an error naming the file and the fix.
+
+    ``accept_unstamped`` loads a format-1 checkpoint (no stamp to verify) instead of refusing it; the caller
+    says so in the run (``--accept-code-change``).
+    """
     if not path.is_file():
         raise DataError(f"checkpoint {path} does not exist")
     try:
@@ -80,8 +84,11 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     if not isinstance(payload, dict) or payload.get("format") not in (1, CHECKPOINT_FORMAT):
         raise ProtocolMismatchError(f"{path} is not an fsar-bench checkpoint (format {CHECKPOINT_FORMAT})")
     if payload["format"] == 1:
+        if accept_unstamped:
+            return payload
         raise ProtocolMismatchError(f"checkpoint {path} was written by an older fsar-bench without an integrity "
-                                    "stamp, so it cannot be verified; retrain it with --retrain")
+                                    "stamp or code digest, so it cannot be verified; retrain it with --retrain, or pass "
+                                    "--accept-code-change to use it unverified (stamped into the run)")
     stamp = payload.get("content_sha256")
     try:
         actual = content_sha256(payload)

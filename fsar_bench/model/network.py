@@ -9,6 +9,7 @@ Usage::
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import replace
 from typing import Any
 
@@ -55,6 +56,8 @@ class FSARModel(nn.Module):
         preprocess = card.preprocess_for(backbone) or default_preprocess(backbone)
         if recipe is not None:
             preprocess = dataset_preprocess(preprocess, recipe)
+        if not preprocess.resize_to and not preprocess.crop:  # e.g. small-cnn: fit any video to the protocol size
+            preprocess = dataclasses.replace(preprocess, resize="short-side", resize_to=size, crop=size)
         return cls(trunk, card.head(config), preprocess, spec)
 
     @property

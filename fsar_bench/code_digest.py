@@ -1,0 +1,80 @@
+"""Digests of the code that produced a checkpoint, a run or an encoding, so that edited code never reuses
+results computed by the old code without saying so.
+
+A digest is a mapping ``{module name: sha256 of its source file}`` over the method's own module (its file in
+``methods/``) and the package modules its results run through. Checkpoints stamp ``TRAINING_MODULES``' digest,
+runs ``SCORING_MODULES``'; reusing either under code whose digest differs is refused (exit 4) naming the changed
+files, unless the user retrains (``--retrain``) or declares the change harmless (``--accept-code-change``, which
+is stamped into the run). Modules are hashed as imported objects, so a moved file stays hashed; a module without
+its source file is an error, never silently skipped.
+
+Usage::
+
+    code_digest(OTAMHead, TRAINING_MODULES)      # {"fsar_bench_plugins.otam": "3f1c…", "fsar_bench.train": …}
+    changed_modules(stored_digest, current)      # ["fsar_bench_plugins.otam (methods/otam.py)"]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import os
+import sys
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import ModuleType
+
+from fsar_bench.errors import FsarError
+
+# What a trained checkpoint depends on, besides the method's module: the model, its training loop, the
+# training episodes and clips, and the validation that selects the checkpoint.
+TRAINING_MODULES = ("fsar_bench.api", "fsar_bench.layers", "fsar_bench.model.backbones", "fsar_bench.model.network",
+                    "fsar_bench.train", "fsar_bench.episodes", "fsar_bench.data.video", "fsar_bench.evaluation.evaluate",
+                    "fsar_bench.schedule", "fsar_bench.data.sampling", "fsar_bench.data.transforms")
+# What a run's records depend on, besides the method's module and its checkpoint: encoding and scoring.
+SCORING_MODULES = ("fsar_bench.api", "fsar_bench.layers", "fsar_bench.model.backbones", "fsar_bench.model.network",
+                   "fsar_bench.episodes", "fsar_bench.data.video", "fsar_bench.evaluation.evaluate",
+                   "fsar_bench.evaluation.pairs")
+
+
+def module_source(module: ModuleType) -> bytes:
+    """The bytes of ``module``'s source file, or FsarError when it has none on disk."""
+    source = inspect.getsourcefile(module)
+    if not source or not os.path.isfile(source):
+        raise FsarError(f"cannot hash the code of {module.__name__}: its source file {source!r} is missing; "
+                        "reinstall fsar-bench (an installed copy without sources cannot key its results)")
+    return Path(source).read_bytes()
+
+
+def method_modules(head_class: type, module_names: Iterable[str]) -> list[ModuleType]:
+    """The head's own module, then ``module_names`` imported."""
+    return [sys.modules[head_class.__module__], *(importlib.import_module(name) for name in module_names)]
+
+
+def code_digest(head_class: type, module_names: Iterable[str]) -> dict[str, str]:
+    """``{module name: sha256 of its source}`` for the head's module and ``module_names``."""
+    return {module.__name__: hashlib.sha256(module_source(module)).hexdigest()
+            for module in method_modules(head_class, module_names)}
+
+
+def _where(name: str) -> str:
+    module = sys.modules.get(name)
+    source = getattr(module, "__file__", None) if module is not None else None
+    if not source:
+        return name
+    try:
+        shown = os.path.relpath(source)
+    except ValueError:
+        shown = source
+    return f"{name} ({shown if not shown.startswith('..') else source})"
+
+
+def changed_modules(stored: Mapping[str, str] | None, current: Mapping[str, str]) -> list[str]:
+    """Modules whose code differs between a stored digest and the current one (named with their files);
+    [] when equal. A stored digest of None (made before digests were stamped) counts as every module changed."""
+    if stored is None:
+        return ["(no code digest stamped: made by an older fsar-bench)"]
+    names = sorted(set(stored) | set(current))
+    return [_where(name) + ("" if name in current else " (no longer used)")
+            for name in names if stored.get(name) != current.get(name)]
