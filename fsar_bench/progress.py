@@ -79,14 +79,20 @@ def training_progress(total: int, label: str, quiet: bool = False) -> tuple[Call
         def update_plain(entry: dict) -> None:
             if "val_acc" in entry:
                 print(f"{label}: iteration {entry['iteration']}/{total} loss {entry['loss']:.3f} "
-                      f"val {entry['val_acc']:.1f} ± {entry.get('val_ci', float('nan')):.1f}%", file=sys.stderr, flush=True)
+                      f"val {_accuracy(entry)}", file=sys.stderr, flush=True)
         return update_plain, lambda: None
     bar = ProgressBar(label, total, fields=("loss", "val"), transient=False)
     last_val = ["-"]
 
     def update(entry: dict) -> None:
         if "val_acc" in entry:
-            last_val[0] = f"{entry['val_acc']:.1f} ± {entry.get('val_ci', float('nan')):.1f}%"
+            last_val[0] = _accuracy(entry)
         bar.advance(1, loss=f"{entry['loss']:.3f}", val=last_val[0])
 
     return update, bar.close
+
+
+def _accuracy(entry: dict) -> str:
+    """``40.0%``, or ``40.0 ± 2.1%`` when the entry carries the 95% half-width (``val_ci``)."""
+    interval = entry.get("val_ci")
+    return f"{entry['val_acc']:.1f}%" if interval is None else f"{entry['val_acc']:.1f} ± {interval:.1f}%"

@@ -19,11 +19,13 @@ FAULT_PLUGIN = '''
 """A TSN whose logits and loss go wrong on request (FSAR_FAULT), for the fault-injection tests."""
 import importlib.util
 import os
+import sys
 
 from fsar_bench.api import LossOutput, MethodCard, Recipe
 
 _spec = importlib.util.spec_from_file_location("faulty_tsn_base", TSN_FILE)
 _tsn = importlib.util.module_from_spec(_spec)
+sys.modules[_spec.name] = _tsn  # dataclasses resolve their module through sys.modules
 _spec.loader.exec_module(_tsn)
 SCALE = 1.0
 
