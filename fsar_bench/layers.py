@@ -5,11 +5,15 @@ Everything here follows the reference semantics in ``../shared/parity/README.md`
 * ``HyrsmPositionalEncoding``: ``x·sqrt(d/A) + B·pe[:T]`` with HyRSM's non-standard sinusoid table.
 * ``PreNormSelfAttention``: ``x + Linear(MHSA(LayerNorm(x)))``, the intra-video attention of both heads.
 * ``PreNormTransformerLayer``: MoLo's one-layer ``Transformer_v2`` (the attention above, then ``x + FFN(x)``).
+* ``SetAttention``: HyRSM's post-norm multi-head attention over a set of video tokens (HyRSM, HyRSM++), with
+  ``forward_sets`` scoring every query's set {support items, the query} from cached projections.
 * ``cosine_matrix`` / ``bi_mhm_distance``: Bi-directional Mean Hausdorff matching (sum form) with either the
   L2-normalised cosine (HyRSM) or the ``+eps``-in-denominator cosine (MoLo, OTAM).
 * ``MotionDecoder``: MoLo's motion auto-decoder (bilinear up stages + BN + ReLU, 1×1 conv to RGB).
 * ``LayoutTolerantConv3d``: ``nn.Conv3d`` that survives ``Module.to(memory_format=torch.channels_last)``.
 * ``rename_keys``: turns our state-dict keys into the reference's by prefix rules.
+* ``ScaledPositionalEncoding`` / ``frame_tuples`` / ``tuple_cross_attention_logits``: the TRX family's 0.1-scaled
+  sinusoid, ordered frame tuples and tuple cross-attention (TRX, STRM; the table also TEAM's).
 
 Usage::
 
@@ -23,6 +27,7 @@ Usage::
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Sequence
 
@@ -267,3 +272,173 @@ class MotionDecoder(nn.Module):
 
     def forward(self, differences: Tensor) -> Tensor:
         return self.to_pixels(self.stages(differences))
+
+
+# --------------------------------------------------------------------------- TRX family: tuples and cross-attention
+def scaled_sinusoid_table(length: int, dim: int, scale: float) -> Tensor:
+    """The Transformer sinusoid times ``scale`` (TRX, STRM, TEAM use 0.1): ``[length, dim]``.
+
+    ``pe[p, 2i] = scale·sin(p·exp(−2i·ln(10000)/d))``, ``pe[p, 2i+1] = scale·cos(same)``, in float32 as the references.
+    """
+    positions = torch.arange(length, dtype=torch.float32)[:, None]
+    frequencies = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * -(math.log(10000.0) / dim))
+    table = torch.zeros(length, dim)
+    table[:, 0::2] = torch.sin(positions * frequencies) * scale
+    table[:, 1::2] = torch.cos(positions * frequencies[: dim // 2]) * scale
+    return table
+
+
+class ScaledPositionalEncoding(nn.Module):
+    """``[..., L, d] -> [..., L, d]``: ``dropout(x + table[:L])`` with the 0.1-scaled table (persistent buffer
+    ``table`` ``[1, length, d]``, so reference ``pe.pe`` buffers load into it)."""
+
+    def __init__(self, dim: int, length: int, dropout: float, scale: float = 0.1) -> None:
+        super().__init__()
+        self.register_buffer("table", scaled_sinusoid_table(length, dim, scale)[None])
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        length = tokens.shape[-2]
+        if length > self.table.shape[1]:
+            raise ValueError(f"{length} tokens but the positional table holds {self.table.shape[1]}")
+        return self.dropout(tokens + self.table[0, :length])
+
+
+def frame_tuples(frames: int, cardinality: int) -> Tensor:
+    """Ordered frame tuples ``itertools.combinations(range(frames), k)`` in lexicographic order: long ``[n, k]``."""
+    return torch.tensor(list(itertools.combinations(range(frames), cardinality)), dtype=torch.long).reshape(-1, cardinality)
+
+
+def gather_tuples(frames: Tensor, tuples: Tensor) -> Tensor:
+    """``[V, T, d]`` and tuples ``[n, k]`` -> ``[V, n, k·d]``: each tuple's frames concatenated in frame order."""
+    return frames[:, tuples].flatten(-2)
+
+
+def tuple_cross_attention_logits(
+    support_keys: Tensor, support_values: Tensor, query_keys: Tensor, query_values: Tensor
+) -> Tensor:
+    """TRX logits of one cardinality, batched over episodes, queries and classes.
+
+    support_keys/values [E, N, K, n, o], query_keys/values [E, Q, n, o] -> [E, Q, N].
+
+    For query tuple i and class c, attention ``a_i = softmax_j(q_k[i]·s_k[j] / sqrt(o))`` runs jointly over the
+    K·n support tuples j of c; the prototype is ``p_i = Σ_j a_ij s_v[j]`` and the distance
+    ``Σ_i ||q_v[i] − p_i||² / n``; the logit is minus it.
+
+    Cost: two GEMMs per episode, scores [Q·n, o]x[o, N·K·n] and prototypes (E·N batched [Q·n, K·n]x[K·n, o]),
+    plus one fused subtract-and-norm pass over the prototypes [E, N, Q·n, o]. The expansion ||q||² − 2q·p + ||p||²
+    avoids that tensor but needs the per-class Gram matrix, one more GEMM of the same size; it measured slower
+    on CPU (about 0.57 vs 0.83 of bare-GEMM speed at d=2048, T=8, o=1152, 5-way 5-shot) and loses precision.
+    """
+    episodes, way, shot, tuples, out_dim = support_keys.shape
+    num_queries = query_keys.shape[1]
+    class_tuples = shot * tuples
+    query_rows = num_queries * tuples
+    scores = torch.bmm(
+        query_keys.reshape(episodes, query_rows, out_dim),
+        support_keys.reshape(episodes, way * class_tuples, out_dim).transpose(1, 2),
+    ) / math.sqrt(out_dim)  # [E, Q*n, N*K*n]
+    attention = scores.view(episodes, query_rows, way, class_tuples).softmax(dim=-1).transpose(1, 2)  # [E, N, Q*n, K*n]
+    prototypes = torch.matmul(attention, support_values.reshape(episodes, way, class_tuples, out_dim))
+    # In place is safe for autograd: matmul saves its inputs, not its output.
+    differences = prototypes.sub_(query_values.reshape(episodes, 1, query_rows, out_dim))  # [E, N, Q*n, o]
+    # At least float32 for the squared distances (fp16 under autocast would overflow at large out_dim).
+    norm_dtype = torch.promote_types(differences.dtype, torch.float32)
+    tuple_distances = torch.linalg.vector_norm(differences, dim=-1, dtype=norm_dtype).square()  # [E, N, Q*n]
+    distances = tuple_distances.view(episodes, way, num_queries, tuples).sum(dim=-1) / tuples
+    return -distances.transpose(1, 2)
+
+
+# --------------------------------------------------------------------------- HyRSM set attention
+_MIN_GEMM_ROWS = 32
+"""Fewer rows can send a CPU GEMM to another kernel, with other rounding: ``_pad_rows`` keeps a batch of one
+episode bit-identical to a larger batch."""
+
+
+def _pad_rows(rows: Tensor) -> Tensor:
+    """``[..., M, k]`` -> at least ``_MIN_GEMM_ROWS`` rows (zero rows appended; slice them off after the GEMM)."""
+    missing = _MIN_GEMM_ROWS - rows.shape[-2]
+    return F.pad(rows, (0, 0, 0, missing)) if missing > 0 else rows
+
+
+class SetAttention(nn.Module):
+    """Post-norm multi-head attention over a token set: ``[..., L, d] -> [..., L, d]`` (before ReLU).
+
+    ``LayerNorm(x + Dropout(Linear(softmax(QKᵀ/sqrt(dk))·V)))`` with bias-free head-major q/k/v projections.
+    """
+
+    REFERENCE_RULES = (
+        ("query_proj.", "w_qs."),
+        ("key_proj.", "w_ks."),
+        ("value_proj.", "w_vs."),
+        ("output.", "fc."),
+        ("norm.", "layer_norm."),
+    )
+
+    def __init__(self, dim: int, heads: int, dropout: float, attention_dropout: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.key_dim = dim // heads
+        inner = heads * self.key_dim
+        self.query_proj = nn.Linear(dim, inner, bias=False)
+        self.key_proj = nn.Linear(dim, inner, bias=False)
+        self.value_proj = nn.Linear(dim, inner, bias=False)
+        self.attention_dropout = nn.Dropout(attention_dropout)
+        self.output = nn.Linear(inner, dim)
+        self.output_dropout = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        queries = split_heads(self.query_proj(tokens), self.heads)
+        keys = split_heads(self.key_proj(tokens), self.heads)
+        values = split_heads(self.value_proj(tokens), self.heads)
+        weights = torch.softmax(queries @ keys.transpose(-1, -2) / self.key_dim**0.5, dim=-1)
+        attended = merge_heads(self.attention_dropout(weights) @ values)
+        return self.norm(tokens + self.output_dropout(self.output(attended)))
+
+    def project_qkv(self, tokens: Tensor) -> Tensor:
+        """``[..., d] -> [..., 3, d]``: the query, key and value projections of each token (one GEMM)."""
+        weight = torch.cat([self.query_proj.weight, self.key_proj.weight, self.value_proj.weight])
+        return F.linear(tokens, weight).unflatten(-1, (3, -1))
+
+    def forward_sets(self, items: Tensor, queries: Tensor, item_qkv: Tensor | None = None,
+                     query_qkv: Tensor | None = None) -> Tensor:
+        """``forward`` of every query's set {n items, the query}, the items shared by all Q queries.
+
+        items [E, n, d], queries [E, Q, d] -> [E, Q, n+1, d], the same as ``forward`` of
+        ``cat([items expanded to Q, queries], dim=2)`` up to float rounding, at a fraction of the cost: the
+        q/k/v projections come from the cache (``item_qkv`` [E, n, 3, d], ``query_qkv`` [E, Q, 3, d], from
+        ``project_qkv``; they are linear and bias-free, so a prototype's are the mean of its videos') or run
+        once per distinct token, and the output projection, being linear, is applied per head to the
+        distinct values before the attention sum.
+        """
+        episodes, num_items, dim = items.shape
+        num_queries = queries.shape[1]
+        distinct_count = num_items + num_queries
+        if item_qkv is None or query_qkv is None:
+            distinct = _pad_rows(torch.cat([items, queries], dim=1).reshape(episodes * distinct_count, dim))
+            qkv = self.project_qkv(distinct)[: episodes * distinct_count].view(episodes, distinct_count, 3, dim)
+        else:
+            qkv = torch.cat([item_qkv, query_qkv], dim=1)  # [E, n+Q, 3, d]
+        queries_all, keys_all, values_all = (split_heads(qkv[:, :, index], self.heads) for index in range(3))
+        # every distinct value through its head's block of the output projection: [E, h, n+Q, d]
+        head_blocks = self.output.weight.view(dim, self.heads, self.key_dim).permute(1, 2, 0)  # [h, dk, d]
+        per_head = _pad_rows(values_all.transpose(0, 1).reshape(self.heads, episodes * distinct_count, self.key_dim))
+        projected = torch.bmm(per_head, head_blocks)[:, : episodes * distinct_count]
+        projected = projected.reshape(self.heads, episodes, distinct_count, dim).transpose(0, 1)
+        set_index = torch.cat([torch.arange(num_items, device=items.device).expand(num_queries, -1),
+                               torch.arange(num_items, num_items + num_queries, device=items.device)[:, None]], dim=1)
+        set_queries = queries_all[:, :, set_index].transpose(1, 2)  # [E, Q, h, n+1, dk]
+        set_keys = keys_all[:, :, set_index].transpose(1, 2)
+        weights = torch.softmax(set_queries @ set_keys.transpose(-1, -2) / self.key_dim**0.5, dim=-1)
+        weights = self.attention_dropout(weights)  # [E, Q, h, n+1 (token), n+1 (attended)]
+        # items' contributions: one GEMM per episode over (h, item); the query's own: one per (episode, query)
+        item_weights = weights[..., :num_items].permute(0, 1, 3, 2, 4).reshape(episodes, num_queries * (num_items + 1),
+                                                                                self.heads * num_items)
+        item_values = projected[:, :, :num_items].reshape(episodes, self.heads * num_items, dim)
+        attended = (item_weights @ item_values).view(episodes, num_queries, num_items + 1, dim)
+        query_weights = weights[..., num_items].permute(0, 1, 3, 2)  # [E, Q, n+1, h]
+        query_values = projected[:, :, num_items:].transpose(1, 2)  # [E, Q, h, d]
+        attended = attended + query_weights @ query_values + self.output.bias
+        tokens = torch.cat([items[:, None].expand(episodes, num_queries, num_items, dim), queries[:, :, None]], dim=2)
+        return self.norm(tokens + self.output_dropout(attended))

@@ -43,20 +43,14 @@ from fsar_bench.api import (
 from fsar_bench.layers import (
     HyrsmPositionalEncoding,
     PreNormSelfAttention,
+    SetAttention,
     bi_mhm_distance,
-    merge_heads,
     nest_rules,
     rename_keys,
-    split_heads,
 )
 
 HYRSM_TRAIN_QUERIES_BY_SHOT = {1: 7, 2: 6, 3: 5, 4: 4, 5: 3}
 """Training queries per class by shot in the released configs (Recipe holds the 1-shot value)."""
-
-
-_MIN_GEMM_ROWS = 32
-"""Fewer rows can send a CPU GEMM to another kernel, with other rounding: ``_pad_rows`` keeps a batch of one
-episode bit-identical to a larger batch."""
 
 
 # --------------------------------------------------------------------------- options
@@ -77,95 +71,6 @@ class HyrsmOptions:
 
 
 # --------------------------------------------------------------------------- head
-def _pad_rows(rows: Tensor) -> Tensor:
-    """``[..., M, k]`` -> at least ``_MIN_GEMM_ROWS`` rows (zero rows appended; slice them off after the GEMM)."""
-    missing = _MIN_GEMM_ROWS - rows.shape[-2]
-    return F.pad(rows, (0, 0, 0, missing)) if missing > 0 else rows
-
-
-class SetAttention(nn.Module):
-    """Post-norm multi-head attention over a token set: ``[..., L, d] -> [..., L, d]`` (before ReLU).
-
-    ``LayerNorm(x + Dropout(Linear(softmax(QKᵀ/sqrt(dk))·V)))`` with bias-free head-major q/k/v projections.
-    """
-
-    REFERENCE_RULES = (
-        ("query_proj.", "w_qs."),
-        ("key_proj.", "w_ks."),
-        ("value_proj.", "w_vs."),
-        ("output.", "fc."),
-        ("norm.", "layer_norm."),
-    )
-
-    def __init__(self, dim: int, heads: int, dropout: float, attention_dropout: float) -> None:
-        super().__init__()
-        self.heads = heads
-        self.key_dim = dim // heads
-        inner = heads * self.key_dim
-        self.query_proj = nn.Linear(dim, inner, bias=False)
-        self.key_proj = nn.Linear(dim, inner, bias=False)
-        self.value_proj = nn.Linear(dim, inner, bias=False)
-        self.attention_dropout = nn.Dropout(attention_dropout)
-        self.output = nn.Linear(inner, dim)
-        self.output_dropout = nn.Dropout(dropout)
-        self.norm = nn.LayerNorm(dim)
-
-    def forward(self, tokens: Tensor) -> Tensor:
-        queries = split_heads(self.query_proj(tokens), self.heads)
-        keys = split_heads(self.key_proj(tokens), self.heads)
-        values = split_heads(self.value_proj(tokens), self.heads)
-        weights = torch.softmax(queries @ keys.transpose(-1, -2) / self.key_dim**0.5, dim=-1)
-        attended = merge_heads(self.attention_dropout(weights) @ values)
-        return self.norm(tokens + self.output_dropout(self.output(attended)))
-
-    def project_qkv(self, tokens: Tensor) -> Tensor:
-        """``[..., d] -> [..., 3, d]``: the query, key and value projections of each token (one GEMM)."""
-        weight = torch.cat([self.query_proj.weight, self.key_proj.weight, self.value_proj.weight])
-        return F.linear(tokens, weight).unflatten(-1, (3, -1))
-
-    def forward_sets(self, items: Tensor, queries: Tensor, item_qkv: Tensor | None = None,
-                     query_qkv: Tensor | None = None) -> Tensor:
-        """``forward`` of every query's set {n items, the query}, the items shared by all Q queries.
-
-        items [E, n, d], queries [E, Q, d] -> [E, Q, n+1, d], the same as ``forward`` of
-        ``cat([items expanded to Q, queries], dim=2)`` up to float rounding, at a fraction of the cost: the
-        q/k/v projections come from the cache (``item_qkv`` [E, n, 3, d], ``query_qkv`` [E, Q, 3, d], from
-        ``project_qkv``; they are linear and bias-free, so a prototype's are the mean of its videos') or run
-        once per distinct token, and the output projection, being linear, is applied per head to the
-        distinct values before the attention sum.
-        """
-        episodes, num_items, dim = items.shape
-        num_queries = queries.shape[1]
-        distinct_count = num_items + num_queries
-        if item_qkv is None or query_qkv is None:
-            distinct = _pad_rows(torch.cat([items, queries], dim=1).reshape(episodes * distinct_count, dim))
-            qkv = self.project_qkv(distinct)[: episodes * distinct_count].view(episodes, distinct_count, 3, dim)
-        else:
-            qkv = torch.cat([item_qkv, query_qkv], dim=1)  # [E, n+Q, 3, d]
-        queries_all, keys_all, values_all = (split_heads(qkv[:, :, index], self.heads) for index in range(3))
-        # every distinct value through its head's block of the output projection: [E, h, n+Q, d]
-        head_blocks = self.output.weight.view(dim, self.heads, self.key_dim).permute(1, 2, 0)  # [h, dk, d]
-        per_head = _pad_rows(values_all.transpose(0, 1).reshape(self.heads, episodes * distinct_count, self.key_dim))
-        projected = torch.bmm(per_head, head_blocks)[:, : episodes * distinct_count]
-        projected = projected.reshape(self.heads, episodes, distinct_count, dim).transpose(0, 1)
-        set_index = torch.cat([torch.arange(num_items, device=items.device).expand(num_queries, -1),
-                               torch.arange(num_items, num_items + num_queries, device=items.device)[:, None]], dim=1)
-        set_queries = queries_all[:, :, set_index].transpose(1, 2)  # [E, Q, h, n+1, dk]
-        set_keys = keys_all[:, :, set_index].transpose(1, 2)
-        weights = torch.softmax(set_queries @ set_keys.transpose(-1, -2) / self.key_dim**0.5, dim=-1)
-        weights = self.attention_dropout(weights)  # [E, Q, h, n+1 (token), n+1 (attended)]
-        # items' contributions: one GEMM per episode over (h, item); the query's own: one per (episode, query)
-        item_weights = weights[..., :num_items].permute(0, 1, 3, 2, 4).reshape(episodes, num_queries * (num_items + 1),
-                                                                                self.heads * num_items)
-        item_values = projected[:, :, :num_items].reshape(episodes, self.heads * num_items, dim)
-        attended = (item_weights @ item_values).view(episodes, num_queries, num_items + 1, dim)
-        query_weights = weights[..., num_items].permute(0, 1, 3, 2)  # [E, Q, n+1, h]
-        query_values = projected[:, :, num_items:].transpose(1, 2)  # [E, Q, h, d]
-        attended = attended + query_weights @ query_values + self.output.bias
-        tokens = torch.cat([items[:, None].expand(episodes, num_queries, num_items, dim), queries[:, :, None]], dim=2)
-        return self.norm(tokens + self.output_dropout(attended))
-
-
 class HyrsmHead(FewShotHead):
     """HyRSM head over pooled frame features ``[V, T, d]``.
 

@@ -29,7 +29,7 @@ PLUGIN = textwrap.dedent('''
 
 def test_shipped_methods_are_listed_with_their_origin():
     registry = discover_methods(PROJECT_ROOT / "methods", entry_points=False)
-    assert {"otam", "tsn", "trx", "hyrsm", "molo"} <= set(registry.names())
+    assert {"otam", "tsn", "trx", "hyrsm", "molo", "hyrsmpp", "strm", "team"} <= set(registry.names())
     assert registry.get("otam").origin.endswith("methods/otam.py")
     assert not registry.failures
 

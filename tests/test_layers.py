@@ -121,3 +121,39 @@ def test_layout_tolerant_conv3d_survives_channels_last_and_computes_conv3d() -> 
     torch.testing.assert_close(model[0](x), plain(x))
     model.to(torch.float64)  # other conversions still apply
     assert tolerant.weight.dtype == torch.float64
+
+
+def test_scaled_sinusoid_table_and_frame_tuples() -> None:
+    from fsar_bench.layers import ScaledPositionalEncoding, frame_tuples, gather_tuples, scaled_sinusoid_table
+
+    table = scaled_sinusoid_table(6, 8, 0.1)
+    for position in range(6):
+        for pair in range(4):
+            angle = position * math.exp(-2 * pair * math.log(10000.0) / 8)
+            assert table[position, 2 * pair].item() == pytest.approx(0.1 * math.sin(angle), abs=1e-7)
+            assert table[position, 2 * pair + 1].item() == pytest.approx(0.1 * math.cos(angle), abs=1e-7)
+    encoding = ScaledPositionalEncoding(dim=8, length=6, dropout=0.5).eval()
+    frames = torch.rand(2, 4, 8)
+    torch.testing.assert_close(encoding(frames), frames + table[:4])
+    with pytest.raises(ValueError, match="positional table holds 6"):
+        encoding(torch.rand(1, 7, 8))
+    tuples = frame_tuples(4, 2)
+    assert tuples.tolist() == [[0, 1], [0, 2], [0, 3], [1, 2], [1, 3], [2, 3]]
+    gathered = gather_tuples(frames, tuples)  # [V, n, k*d]: frames in increasing order, concatenated
+    torch.testing.assert_close(gathered[1, 4], torch.cat([frames[1, 1], frames[1, 3]]))
+
+
+def test_tuple_cross_attention_matches_a_loop() -> None:
+    from fsar_bench.layers import tuple_cross_attention_logits
+
+    generator = torch.Generator().manual_seed(0)
+    way, shot, tuples, width, queries = 3, 2, 4, 5, 2
+    support_keys, support_values = (torch.randn(1, way, shot, tuples, width, generator=generator) for _ in range(2))
+    query_keys, query_values = (torch.randn(1, queries, tuples, width, generator=generator) for _ in range(2))
+    logits = tuple_cross_attention_logits(support_keys, support_values, query_keys, query_values)
+    for query in range(queries):
+        for label in range(way):
+            keys, values = support_keys[0, label].flatten(0, 1), support_values[0, label].flatten(0, 1)
+            attention = torch.softmax(query_keys[0, query] @ keys.T / math.sqrt(width), dim=-1)
+            distance = (query_values[0, query] - attention @ values).pow(2).sum() / tuples
+            assert logits[0, query, label].item() == pytest.approx(-distance.item(), rel=1e-5)
