@@ -40,7 +40,10 @@ from fsar_bench.api import (
     TrainEpisode,
     add_episode_axis,
     loss_weight,
-    reference_recipe,
+    MOLO_REPO,
+    ReleasedConfig,
+    adopted,
+    molo_family_recipe,
     support_to_episode,
     synthetic_recipe,
 )
@@ -214,67 +217,75 @@ class HyrsmppHead(FewShotHead):
 
 
 # --------------------------------------------------------------------------- recipes
-_REFERENCE = {
-    "episodes_per_iteration": 4,  # 4 GPUs, one episode each per reference iteration
-    "iterations_per_step": 4,  # BATCH_SIZE_PER_TASK
-    "weight_decay": 1e-3,  # OPTIMIZER.WEIGHT_DECAY of the base config (SOLVER.WEIGHT_DECAY is never read)
-    "train_queries_per_class": TRAIN_QUERIES_BY_SHOT[1],
-    "train_queries_by_shot": TRAIN_QUERIES_BY_SHOT,
-}
-"""What every released HyRSM++ config shares."""
+def _released(folder: str, name: str, lines: dict[str, int], *, lr: float, warmup_from: float, steps_iter: int,
+              steps: tuple[int, ...], lrs: tuple[float, ...], tasks: int, val_fre_iter: int, classification: float,
+              temporal_weight: float, window: int, balance: float, coefficient: float, position_a: float | None = None,
+              sampler: str = "molo-segment") -> Recipe:
+    """One released ``configs/projects/hyrsmplusplus/<folder>/HyRSMplusplus_<name>_1shot_v1.yaml`` (values and their
+    lines), on the MoLo-repository trainer as it runs (``molo_family_recipe``: as-run schedule, augmentation)."""
+    path = f"configs/projects/hyrsmplusplus/{folder}/HyRSMplusplus_{name}_1shot_v1.yaml"
+    config = ReleasedConfig(MOLO_REPO, path, lines)
+    options = {"classification_weight": (classification, "USE_CLASSIFICATION_VALUE"),
+               "temporal_loss_weight": (temporal_weight, "TEMPORAL_LOSS_WEIGHT"), "window_size": (window, "WINDOW_SIZE"),
+               "temporal_balance": (balance, "TEMPORAL_BALANCE"), "balance_coefficient": (coefficient, "BALANCE_COEFFICIENT")}
+    if position_a is not None:
+        options["position_a"] = (position_a, "POSITION_A")
+    return molo_family_recipe(
+        config, lr=lr, warmup_start_lr=warmup_from, steps_iter=steps_iter, steps=steps, lrs=lrs, num_train_tasks=tasks,
+        batch_size_per_task=4, val_fre_iter=val_fre_iter, query_per_class=TRAIN_QUERIES_BY_SHOT[1],
+        frame_sampler=sampler, head_options=options, train_queries_by_shot=TRAIN_QUERIES_BY_SHOT,
+        queries_by_shot_source=f"{MOLO_REPO} configs/projects/hyrsmplusplus/{folder}/HyRSMplusplus_{name}_{{1..5}}shot_v1.yaml "
+                               "QUERY_PER_CLASS",
+    )
 
 
-def _hyrsmpp_recipe(*, as_run_steps: tuple[int, ...], relative_lrs: tuple[float, ...], classification_weight: float,
-                    temporal_loss_weight: float, window_size: int, temporal_balance: float,
-                    balance_coefficient: float, position_a: float = 10.0, **config: object) -> Recipe:
-    """A released config on the schedule its training loop actually runs (parity README, recipe table): warm-up
-    over the whole first STEPS_ITER, and each decay at the iteration ``as_run_steps[i]``·STEPS_ITER the loop
-    reaches (nominal epoch s fires at S·⌈s/2⌉)."""
-    head_options = {"classification_weight": classification_weight, "temporal_loss_weight": temporal_loss_weight,
-                    "window_size": window_size, "temporal_balance": temporal_balance,
-                    "balance_coefficient": balance_coefficient, "position_a": position_a}
-    return reference_recipe(**_REFERENCE, **config, steps=(0, *as_run_steps), relative_lrs=relative_lrs,
-                            head_options=head_options)  # type: ignore[arg-type]
-
-
-_KINETICS = _hyrsmpp_recipe(
-    lr=2.2e-5, warmup_start_lr=5e-6, steps_iter=100, as_run_steps=(2, 3, 5), relative_lrs=(1, 0.5, 0.1, 0.05),
-    iterations=1500, classification_weight=0.1, temporal_loss_weight=0.1, window_size=3, temporal_balance=23.0,
-    balance_coefficient=10.0, val_every=100,
-    notes="HyRSMplusplus_K100_*shot_v1.yaml (MoLo/HyRSM Kinetics list): lr x0.5/x0.1/x0.05 at 200/300/500 reference "
-    "iterations; the 2-5-shot configs set BATCH_SIZE 1 with 4 GPUs and crash at start-up as released (per-GPU batch "
-    "int(1/4) = 0): the 1-shot batching is used at every shot",
-)
+_SSV2_FULL = _released(
+    "ssv2_full", "SSv2_Full", dict(USE_CLASSIFICATION_VALUE=7, WINDOW_SIZE=14, TEMPORAL_LOSS_WEIGHT=16,
+                                   TEMPORAL_BALANCE=17, BALANCE_COEFFICIENT=18, QUERY_PER_CLASS=21, NUM_TRAIN_TASKS=23,
+                                   VAL_FRE_ITER=25, BATCH_SIZE_PER_TASK=27, SAMPLING_RATE=51, BASE_LR=64, STEPS_ITER=66,
+                                   STEPS=67, LRS=68, WARMUP_START_LR=73),
+    lr=1e-4, warmup_from=2e-5, steps_iter=3000, steps=(0, 6, 9), lrs=(1, 0.1, 0.01), tasks=40_000, val_fre_iter=1000,
+    classification=0.6, temporal_weight=0.3, window=1, balance=51.0, coefficient=10.0)
+_KINETICS = _released(
+    "kinetics100", "K100", dict(USE_CLASSIFICATION_VALUE=8, WINDOW_SIZE=10, TEMPORAL_LOSS_WEIGHT=12, TEMPORAL_BALANCE=13,
+                                BALANCE_COEFFICIENT=14, QUERY_PER_CLASS=21, NUM_TRAIN_TASKS=23, VAL_FRE_ITER=25,
+                                BATCH_SIZE_PER_TASK=27, SAMPLING_RATE=51, BASE_LR=64, STEPS_ITER=66, STEPS=67, LRS=68,
+                                WARMUP_START_LR=73),
+    lr=2.2e-5, warmup_from=5e-6, steps_iter=100, steps=(0, 4, 6, 9), lrs=(1, 0.5, 0.1, 0.05), tasks=1500,
+    val_fre_iter=20, classification=0.1, temporal_weight=0.1, window=3, balance=23.0, coefficient=10.0,
+    sampler="molo-kinetics")
+"""The 2-5-shot Kinetics configs set BATCH_SIZE 1 with 4 GPUs and crash at start-up as released (per-GPU batch
+int(1/4) = 0): the 1-shot batching is used at every shot."""
 
 HYRSMPP_RECIPES = {
-    "ssv2-full": _hyrsmpp_recipe(
-        lr=1e-4, warmup_start_lr=2e-5, steps_iter=3000, as_run_steps=(3, 5), relative_lrs=(1, 0.1, 0.01),
-        iterations=40_000, classification_weight=0.6, temporal_loss_weight=0.3, window_size=1, temporal_balance=51.0,
-        balance_coefficient=10.0, val_every=1000,
-        notes="HyRSMplusplus_SSv2_Full_*shot_v1.yaml: lr x0.1 at 9000 and 15000 reference iterations (as run)",
-    ),
-    "ssv2-small": _hyrsmpp_recipe(
-        lr=1e-4, warmup_start_lr=2e-5, steps_iter=1500, as_run_steps=(2, 4), relative_lrs=(1, 0.1, 0.01),
-        iterations=20_000, classification_weight=0.2, temporal_loss_weight=0.3, window_size=3, temporal_balance=23.0,
-        balance_coefficient=10.0, val_every=1000,
-        notes="HyRSMplusplus_SSv2_Small_*shot_v1.yaml: lr x0.1 at 3000 and 6000 reference iterations (as run)",
-    ),
+    "ssv2-full": _SSV2_FULL,
+    "ssv2-small": _released(
+        "ssv2_small", "SSv2_Small", dict(USE_CLASSIFICATION_VALUE=8, QUERY_PER_CLASS=17, WINDOW_SIZE=19,
+                                         TEMPORAL_LOSS_WEIGHT=21, TEMPORAL_BALANCE=22, BALANCE_COEFFICIENT=23,
+                                         NUM_TRAIN_TASKS=24, VAL_FRE_ITER=26, BATCH_SIZE_PER_TASK=28, SAMPLING_RATE=52,
+                                         BASE_LR=65, STEPS_ITER=67, STEPS=68, LRS=69, WARMUP_START_LR=74),
+        lr=1e-4, warmup_from=2e-5, steps_iter=1500, steps=(0, 4, 8), lrs=(1, 0.1, 0.01), tasks=20_000,
+        val_fre_iter=1000, classification=0.2, temporal_weight=0.3, window=3, balance=23.0, coefficient=10.0),
     "kinetics100-molo": _KINETICS,
-    "kinetics100": _KINETICS,
-    "ucf101": _hyrsmpp_recipe(
-        lr=5e-5, warmup_start_lr=1e-5, steps_iter=700, as_run_steps=(2, 3), relative_lrs=(1, 0.5, 0.1),
-        iterations=2500, classification_weight=0.6, temporal_loss_weight=0.1, window_size=3, temporal_balance=23.0,
-        balance_coefficient=10.0, val_every=100,
-        notes="HyRSMplusplus_UCF101_*shot_v1.yaml: lr x0.5 and x0.1 at 1400 and 2100 reference iterations (as run); "
-        "the 2800 step is never reached",
-    ),
-    "hmdb51": _hyrsmpp_recipe(
-        lr=5e-5, warmup_start_lr=1e-5, steps_iter=300, as_run_steps=(1, 2, 4), relative_lrs=(1, 0.5, 0.1, 0.01),
-        iterations=2000, classification_weight=0.15, temporal_loss_weight=0.2, window_size=1, temporal_balance=51.0,
-        balance_coefficient=20.0, position_a=50.0, val_every=50,
-        notes="HyRSMplusplus_HMDB51_*shot_v1.yaml: POSITION_A 50; lr x0.5/x0.1/x0.01 at 300/600/1200 reference "
-        "iterations (as run): the first decay fires when warm-up ends, so BASE_LR itself is never used",
-    ),
+    "kinetics100": adopted(_KINETICS, "HyRSM++ trained and published on the MoLo/HyRSM Kinetics list "
+                           "(kinetics100-molo); the same config on the CMN list"),
+    "ucf101": _released(
+        "ucf101", "UCF101", dict(USE_CLASSIFICATION_VALUE=8, QUERY_PER_CLASS=16, WINDOW_SIZE=18, TEMPORAL_LOSS_WEIGHT=20,
+                                 TEMPORAL_BALANCE=21, BALANCE_COEFFICIENT=22, NUM_TRAIN_TASKS=23, VAL_FRE_ITER=25,
+                                 BATCH_SIZE_PER_TASK=27, SAMPLING_RATE=51, BASE_LR=65, STEPS_ITER=67, STEPS=68, LRS=69,
+                                 WARMUP_START_LR=74),
+        lr=5e-5, warmup_from=1e-5, steps_iter=700, steps=(0, 3, 5, 7), lrs=(1, 0.5, 0.1, 0.01), tasks=2500,
+        val_fre_iter=100, classification=0.6, temporal_weight=0.1, window=3, balance=23.0, coefficient=10.0),
+    "hmdb51": _released(
+        "hmdb51", "HMDB51", dict(USE_CLASSIFICATION_VALUE=8, POSITION_A=10, WINDOW_SIZE=16, TEMPORAL_LOSS_WEIGHT=18,
+                                 TEMPORAL_BALANCE=19, BALANCE_COEFFICIENT=20, QUERY_PER_CLASS=23, NUM_TRAIN_TASKS=25,
+                                 VAL_FRE_ITER=27, BATCH_SIZE_PER_TASK=29, SAMPLING_RATE=53, BASE_LR=68, STEPS_ITER=70,
+                                 STEPS=71, LRS=72, WARMUP_START_LR=77),
+        lr=5e-5, warmup_from=1e-5, steps_iter=300, steps=(0, 2, 3, 7), lrs=(1, 0.5, 0.1, 0.01), tasks=2000,
+        val_fre_iter=100, classification=0.15, temporal_weight=0.2, window=1, balance=51.0, coefficient=20.0,
+        position_a=50.0),
+    "finegym": adopted(_SSV2_FULL, "fsar-bench's choice for finegym (no reference trained on FineGym): the "
+                       "SSv2-Full config, the other fine-grained motion benchmark"),
     "synthetic": synthetic_recipe(
         train_queries_per_class=TRAIN_QUERIES_BY_SHOT[1], train_queries_by_shot=dict(TRAIN_QUERIES_BY_SHOT),
         head_options={"classification_weight": 0.6, "temporal_loss_weight": 0.3},

@@ -38,6 +38,7 @@ from fsar_bench.api import (
     TrainEpisode,
     add_episode_axis,
     loss_weight,
+    adopted,
     reference_recipe,
     support_to_episode,
     synthetic_recipe,
@@ -290,28 +291,35 @@ def _nearest_tuple_logits(support_embed: Tensor, query_embed: Tensor) -> Tensor:
 
 
 # --------------------------------------------------------------------------- recipes
-def _strm_recipe(lr: float, iterations: int, queries: int, notes: str) -> Recipe:
-    """run.py as every released script runs it: SGD without momentum, constant lr, 16 tasks per step."""
+def _strm_recipe(lr: float, iterations: int, queries: int, notes: str, ssv2: bool = False) -> Recipe:
+    """run.py as every released script runs it: SGD without momentum, constant lr, 16 tasks per step; TRX's
+    clips (video_reader.py: resize 256, random flip and 224 crop of every clip; SSv2 on 8 fixed frames of frames
+    squashed to 256x256, other datasets evenly spaced with both ends jittered)."""
     return reference_recipe(optimizer="sgd", momentum=0.0, lr=lr, iterations=iterations, iterations_per_step=16,
-                            train_queries_per_class=queries, val_every=1000, val_episodes=1000, notes=notes)
+                            train_queries_per_class=queries, val_every=1000, val_episodes=1000, notes=notes,
+                            resize="squash" if ssv2 else "short-side", resize_to=256, antialias=True, random_crop=True,
+                            flip="all", frame_sampler="evenly-spaced" if ssv2 else "trx-jitter")
 
 
 STRM_RECIPES = {
-    "ssv2-full": _strm_recipe(1e-3, 75_010, 4, "scripts/run_strm_ssv2.sh (OTAM split 7): lr 1e-3, 75,010 tasks, "
+    "ssv2-full": _strm_recipe(1e-3, 75_010, 4, ssv2=True, notes="scripts/run_strm_ssv2.sh (OTAM split 7): lr 1e-3, 75,010 tasks, "
                               "4 train queries per class, tested at 75,000"),
-    "ssv2-small": _strm_recipe(1e-3, 75_010, 4, "no STRM script for SSv2-Small: the SSv2 script's settings"),
+    "ssv2-small": _strm_recipe(1e-3, 75_010, 4, ssv2=True, notes="no STRM script for SSv2-Small: the SSv2 script's settings"),
     "kinetics100": _strm_recipe(1e-4, 20_010, 5, "scripts/run_strm_kin.sh (CMN list): lr 1e-4, 20,010 tasks, "
                                 "5 train queries per class"),
     "ucf101": _strm_recipe(1e-4, 20_010, 4, "scripts/run_strm_ucf.sh (ARN split 3): lr 1e-4, 20,010 tasks, "
                            "4 train queries per class"),
     "hmdb51": _strm_recipe(1e-4, 20_010, 4, "scripts/run_strm_hmdb.sh (ARN split 3): lr 1e-4, 20,010 tasks, "
                            "4 train queries per class"),
-    "synthetic": synthetic_recipe(
+        "synthetic": synthetic_recipe(
         train_queries_per_class=4, head_options={"out_dim": 128},
         notes="Synthetic (small CNN, d=128, CPU): the shared budget with the scripts' 4 train queries per class and "
         "TRX key/value size out_dim=128 (= d; 1152 is about d/2 at ResNet-50 size, as for trx)",
     ),
 }
+STRM_RECIPES["kinetics100-molo"] = adopted(STRM_RECIPES["kinetics100"], "the CMN-list recipe on the MoLo/HyRSM Kinetics list")
+STRM_RECIPES["finegym"] = adopted(STRM_RECIPES["ssv2-full"], "fsar-bench's choice for finegym (no reference trained on FineGym): "
+                          "the SSv2-Full recipe, the other fine-grained motion benchmark")
 
 # --------------------------------------------------------------------------- cards
 STRM_NOTES = """\

@@ -37,6 +37,7 @@ from fsar_bench.api import (
     Reps,
     TrainEpisode,
     add_episode_axis,
+    adopted,
     reference_recipe,
     support_to_episode,
     synthetic_recipe,
@@ -222,7 +223,10 @@ def _team_recipe(notes: str, pattern_tokens: int = 60) -> Recipe:
     constant = reference_recipe(
         optimizer="sgd", lr=1e-3, momentum=0.9, weight_decay=5e-4, iterations=10_000, iterations_per_step=16,
         train_queries_per_class=6, head_options={"pattern_tokens": pattern_tokens}, val_every=500,
-        val_episodes=1000, notes=notes,
+        val_episodes=1000, notes=notes, nesterov=True,
+        # video_reader.py: resize 256, flip, random 224 crop, ColorJitter(0.5, 0.5, 0.5, 0.25) on every clip
+        resize="short-side", resize_to=256, antialias=True, random_crop=True, flip="all", color_jitter="all",
+        jitter=(0.5, 0.5, 0.5, 0.25, 0.0), frame_sampler="segment-random",
     )
     return dataclasses.replace(constant, lr_steps=(3000, 5000, 7000), lr_factors=(0.5, 0.2, 0.1))
 
@@ -234,13 +238,16 @@ TEAM_RECIPES = {
     "ssv2-small": _team_recipe("no ResNet script for SSv2-Small (scripts/run_ssv2_small.sh has ViT lines only: "
                                "lr 5e-4, A 50 / 80, 4 tasks per step): the ResNet scripts' common settings"),
     "ssv2-full": _team_recipe("TEAM releases no SSv2-Full setting: the ResNet scripts' common settings"),
-    "synthetic": synthetic_recipe(
+        "synthetic": synthetic_recipe(
         train_queries_per_class=6, head_options={"pattern_tokens": 16, "positional_scale": 1.0},
         notes="Synthetic (small CNN, d=128, CPU): the shared budget with the scripts' 6 train queries per class, 16 "
         "pattern tokens and a positional sinusoid of amplitude 1 (reference 0.1): frame order reaches TEAM's "
         "alignment-free pattern tokens only through it, and synthetic's test classes are time-reversed pairs",
     ),
 }
+TEAM_RECIPES["kinetics100-molo"] = adopted(TEAM_RECIPES["kinetics100"], "the CMN-list recipe on the MoLo/HyRSM Kinetics list")
+TEAM_RECIPES["finegym"] = adopted(TEAM_RECIPES["ssv2-full"], "fsar-bench's choice for finegym (no reference trained on FineGym): "
+                          "the SSv2-Full recipe, the other fine-grained motion benchmark")
 
 # --------------------------------------------------------------------------- cards
 TEAM_NOTES = """Recipes: run_train.py as the ResNet scripts run it: SGD, momentum 0.9, Nesterov (not expressible in a Recipe:
