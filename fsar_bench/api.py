@@ -398,7 +398,6 @@ def _first_tensor(reps: Reps) -> Tensor:
 
 
 def _strip_prefixes(key: str) -> str:
-    for prefix in ("module.", "head."):
-        if key.startswith(prefix):
-            key = key[len(prefix):]
-    return key
+    """Drop DataParallel/DDP ``module.`` parts wherever they occur, then a leading ``head.``."""
+    key = ".".join(part for part in key.split(".") if part != "module")
+    return key.removeprefix("head.")

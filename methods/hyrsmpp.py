@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fsar_bench.api import (
+    MOLO_REPOSITORY_CHECKPOINT,
     MOLO_RESNET50_PREPROCESS,
     FewShotHead,
     HeadConfig,
@@ -328,5 +329,6 @@ CARDS = (
         preprocess={"resnet50": MOLO_RESNET50_PREPROCESS},
         test_options={"heads": 4},
         notes=HYRSMPP_NOTES,
+        reference_checkpoint=MOLO_REPOSITORY_CHECKPOINT,  # no released files; the layout is HyRSM's
     ),
 )

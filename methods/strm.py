@@ -32,6 +32,7 @@ from fsar_bench.api import (
     HeadConfig,
     LossOutput,
     MethodCard,
+    ReferenceCheckpoint,
     OptionError,
     Recipe,
     Reps,
@@ -362,5 +363,13 @@ CARDS = (
         options={"out_dim": 1152},  # spelled out, as trx's: tools that resize the head (benchmarks) look for it
         test_options={"out_dim": 8},
         notes=STRM_NOTES,
+        reference_checkpoint=ReferenceCheckpoint(
+            code="Anirudh257/strm run.py: checkpoint.pt {iteration, model_state_dict, optimizer_state_dict, "
+            "scheduler}, fully_trained.pt a bare state dict; resnet.module.<i>.*, attn_pat.module.*, "
+            "fr_enrich.module.* (DataParallel on 4 GPUs), transformers.0.*; no clsW (never registered: the seeded "
+            "draw stays)",
+            backbone_prefix="resnet.",
+            selection="the reference's last or a fixed iteration (validation on the test split)",
+        ),
     ),
 )

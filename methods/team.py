@@ -32,6 +32,7 @@ from fsar_bench.api import (
     HeadConfig,
     LossOutput,
     MethodCard,
+    ReferenceCheckpoint,
     Preprocess,
     Recipe,
     Reps,
@@ -289,5 +290,11 @@ CARDS = (
         preprocess={"resnet50": TEAM_RESNET50_PREPROCESS},
         test_options={"pattern_tokens": 6},
         notes=TEAM_NOTES,
+        reference_checkpoint=ReferenceCheckpoint(
+            code="leesb7426/TEAM run_train.py save_checkpoint: {iteration, model_state_dict, optimizer_state_dict}; "
+            "backbone.<i>.* (backbone.module.<i>.* with DataParallel), DPM.*",
+            backbone_prefix="backbone.",
+            selection="the best of the 20 saved checkpoints on the test split (run_eval.py, run_remain_best.py)",
+        ),
     ),
 )

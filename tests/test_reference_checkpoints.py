@@ -110,7 +110,7 @@ def config(tmp_path: Path, synthetic_cache: Path) -> Path:
 
 
 def test_every_method_whose_reference_saves_checkpoints_has_a_layout() -> None:
-    assert {"molo", "hyrsm", "trx"} <= set(WITH_LAYOUT)
+    assert {"molo", "hyrsm", "trx", "hyrsmpp", "strm", "team"} <= set(WITH_LAYOUT)
 
 
 # --------------------------------------------------------------------------- through the CLI, small sizes
