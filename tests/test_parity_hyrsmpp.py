@@ -11,6 +11,8 @@ import math
 from pathlib import Path
 
 import pytest
+
+from fsar_bench.schedule import decay_points
 import torch
 from torch import nn
 
@@ -188,10 +190,10 @@ def test_options_and_card() -> None:
     (card,) = hyrsmpp.CARDS
     assert card.name == "hyrsmpp" and card.head is hyrsmpp.HyrsmppHead
     assert {"ssv2-full", "ssv2-small", "kinetics100", "kinetics100-molo", "ucf101", "hmdb51", "synthetic"} <= set(card.recipes)
-    full = card.recipes["ssv2-full"]  # as run: warm-up 3000 iterations, decays at 9000 and 15000 (x4 episodes)
-    assert (full.warmup, full.lr_steps, full.iterations, full.episodes_per_step) == (12_000, (36_000, 60_000), 160_000, 16)
-    assert math.isclose(full.lr_multiplier(159_999), 0.01) and full.weight_decay == 1e-3
+    full = card.recipes["ssv2-full"]  # as run: warm-up over STEPS_ITER 3000, decays at 9000 and 15000 reference iterations
+    assert (full.steps_iter, full.steps, full.lrs, full.iterations, full.episodes_per_step) == (3000, (0, 6, 9), (1, 0.1, 0.01), 160_000, 16)
+    assert decay_points(full) == [(9000, 0.1), (15000, 0.01)] and full.weight_decay == 1e-3
     hmdb = card.recipes["hmdb51"]
     assert hmdb.head_options["position_a"] == 50.0 and hmdb.head_options["temporal_loss_weight"] == 0.2
-    assert (hmdb.warmup, hmdb.lr_steps, hmdb.lr_factors) == (1200, (1200, 2400, 4800), (0.5, 0.2, 0.1))
+    assert decay_points(hmdb) == [(300, 0.5), (600, 0.1), (1200, 0.01)]  # the first decay fires as warm-up ends
     assert [hmdb.train_queries(shot) for shot in range(1, 6)] == [7, 6, 5, 4, 3]
