@@ -62,7 +62,9 @@ class TSNHead(FewShotHead):
             return _negative_squared_distance(support.mean(dim=2), query)
         episodes, way, shot, dim = support.shape
         flat = support.reshape(episodes, way * shot, dim)
-        dots = torch.bmm(query, flat.transpose(1, 2))  # [E, Q, N*K]
+        # elementwise product and a last-axis sum, not bmm: a batched GEMM picks its blocking by batch size, so its
+        # rounding would depend on how many episodes are scored together (batch invariance, tests/test_evaluate.py)
+        dots = (query.unsqueeze(2) * flat.unsqueeze(1)).sum(dim=-1)  # [E, Q, N*K]
         norms = query.norm(dim=-1).unsqueeze(-1) * flat.norm(dim=-1).unsqueeze(1)  # [E, Q, N*K]
         cosines = dots / (norms + COSINE_EPS)
         return cosines.reshape(episodes, query.shape[1], way, shot).mean(dim=-1)
