@@ -1,6 +1,6 @@
 """Layers shared by the HyRSM and MoLo heads.
 
-Everything here follows the reference semantics in ``../shared/parity/README.md``:
+Everything here follows the reference semantics in ``tests/data/parity/README.md``:
 
 * ``HyrsmPositionalEncoding``: ``x·sqrt(d/A) + B·pe[:T]`` with HyRSM's non-standard sinusoid table.
 * ``PreNormSelfAttention``: ``x + Linear(MHSA(LayerNorm(x)))``, the intra-video attention of both heads.

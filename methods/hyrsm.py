@@ -3,7 +3,7 @@
 Per video (``encode``, cached): positional encoding, pre-norm self-attention over the T frames
 (intra-relation) and ReLU, then the frame half of the 1×1 fusion conv. Per episode (``logits``):
 multi-head attention over the set {N support items, the query} of time-means (inter-relation), the token
-half of the fusion conv, and Bi-MHM matching. Semantics: ``../shared/parity/README.md`` (HyRSM).
+half of the fusion conv, and Bi-MHM matching. Semantics: ``tests/data/parity/README.md`` (HyRSM).
 
 Usage::
 

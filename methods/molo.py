@@ -4,7 +4,7 @@ Per video (``encode``, cached): from conv5 maps ``[V, T, d, h, w]``, RGB frame t
 positional encoding, one transformer layer, ReLU) and motion frame tokens (Conv3d reduction, per-frame conv,
 feature differences, 1×1 expansion, pooled, same token pipeline). Per episode (``logits``): shot-mean
 prototypes and ``−(BiMHM_rgb + 0.3·BiMHM_motion)``. Training adds base-class CE, four long-short contrastive
-CEs and the motion auto-decoder's pixel-difference reconstruction. Semantics: ``../shared/parity/README.md``.
+CEs and the motion auto-decoder's pixel-difference reconstruction. Semantics: ``tests/data/parity/README.md``.
 
 Usage::
 
