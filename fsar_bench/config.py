@@ -48,6 +48,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "episode_batch": 0,
         "workers": 2,
         "cache_max_gb": 20,
+        "frame_store": "auto",
     },
 }
 DATASET_KEYS: dict[str, type | tuple[type, ...]] = {"root": str, "layout": str, "splits_dir": str}

@@ -77,7 +77,7 @@ def make_protocol(config: Config, benchmark: Benchmark, partition: str, shot: in
         dataset=benchmark.name, partition=partition, split_sha256=benchmark.partition(partition).sha256,
         way=p["way"], shot=shot, queries_per_class=p["queries_per_class"], episodes=episodes or p["episodes"],
         frames=p["frames"], size=benchmark.size, seed=p["seed"], missing_videos=benchmark.missing.get(partition, ()),
-        data_version=benchmark.data_version,
+        data_version=benchmark.data_version, frames_from=benchmark.frames_from,
     )
 
 
@@ -120,7 +120,7 @@ def recipe_digest_fields(recipe: Recipe, options_class: type) -> dict[str, Any]:
     return fields
 
 
-def default_checkpoint_path(config: Config, model: FSARModel, dataset: str, shot: int) -> Path:
+def default_checkpoint_path(config: Config, model: FSARModel, dataset: str, shot: int, frames_from: str = "") -> Path:
     """``results/checkpoints/<method>__<dataset>__<K>shot__<backbone>__T<T>__seed<S>__r<recipe>/best.pt``.
 
     ``<recipe>`` hashes the training recipe (with bench.toml overrides), the head options and, for a generated
@@ -132,6 +132,8 @@ def default_checkpoint_path(config: Config, model: FSARModel, dataset: str, shot
     fields = recipe_digest_fields(method_recipe(config, entry, dataset), entry.card.head.options_class)
     data_version = benchmark_data_version(dataset)
     keyed = [fields, spec, data_version] if data_version else [fields, spec]
+    if frames_from:  # trained on frames whose pixels differ from the videos' (a JPEG frame store)
+        keyed.append(frames_from)
     recipe_digest = json_sha256(keyed)[:8]
     name = (f"{spec['method']}__{dataset}__{shot}shot__{spec['backbone']}__T{spec['frames']}"
             f"__seed{config.run['train_seed']}__r{recipe_digest}")
@@ -160,7 +162,7 @@ def ensure_checkpoint(config: Config, entry: MethodEntry, benchmark: Benchmark, 
     if request.checkpoint is not None:
         path = request.checkpoint
     else:
-        path = default_checkpoint_path(config, model, benchmark.name, request.shot)
+        path = default_checkpoint_path(config, model, benchmark.name, request.shot, benchmark.frames_from)
         exists = dist.broadcast_object(path.is_file())
         if request.no_train and not exists:
             return "untrained:" + state_sha256(model), None, {"trained": False, "weights": WEIGHTS_UNTRAINED}
@@ -276,7 +278,8 @@ def run_method(config: Config, request: RunRequest, standard_episodes: int | Non
     }
     run = RunStore.open(results_dir, run_id, stamps) if dist.is_main else None
     context = EncodingContext(checkpoint_sha, entry.name, model.spec, asdict(model.preprocess), protocol.frames,
-                              protocol.sampling, open_reader().name, code_sha256(entry.card.head))
+                              protocol.sampling, open_reader().name + (f" {benchmark.frames_from}" if benchmark.frames_from else ""),
+                              code_sha256(entry.card.head))
     cache = cache if cache is not None else encoding_cache(config, log)
     summary = evaluate_into(run, model, benchmark, episodes, config, log, dist=dist, cache=cache,
                             context=context.digest())

@@ -158,6 +158,6 @@ def register(app: typer.Typer) -> None:
         entry = get_method(config, method)
         benchmark = open_benchmark(dataset, config, _data_options(splits_dir, allow_missing, trust_splits))
         model = build_model(config, entry, benchmark, resolve_device(config.run["device"]))
-        path = default_checkpoint_path(config, model, dataset, shot)
+        path = default_checkpoint_path(config, model, dataset, shot, benchmark.frames_from)
         train_checkpoint(config, entry, benchmark, model, shot, path)
         stderr.print(f"best-on-val checkpoint: {path}")
