@@ -43,6 +43,8 @@ from fsar_bench.store import (
 )
 from fsar_bench.progress import training_progress
 from fsar_bench.train import train_model
+from fsar_bench.train_state import STATE_FILE
+from fsar_bench.precision import resolve_precision
 from fsar_bench.data.video import open_reader
 from fsar_bench.data.synthetic import benchmark_data_version
 
@@ -200,6 +202,7 @@ def train_checkpoint(config: Config, entry: MethodEntry, benchmark: Benchmark, m
     val_protocol = make_protocol(config, benchmark, "val", shot, episodes=recipe.val_episodes)
     val_episodes = draw_episodes(val_protocol, benchmark.partition("val"))
     partial = path.with_name("training.partial.pt")
+    state_path = path.with_name(STATE_FILE)
     update, close = training_progress(recipe.iterations, f"train {entry.name} {benchmark.name} {shot}-shot",
                                      quiet=not dist.is_main)
     try:
@@ -207,7 +210,9 @@ def train_checkpoint(config: Config, entry: MethodEntry, benchmark: Benchmark, m
                              config.run["train_seed"], val_episodes, partial,
                              checkpoint_extra={"dataset": benchmark.name, "shot": shot, "recipe": asdict(recipe),
                                                "train_seed": config.run["train_seed"]},
-                             workers=config.run["workers"], on_progress=update, dist=dist)
+                             workers=config.run["workers"], on_progress=update, dist=dist,
+                             precision=config.run["precision"], state_path=state_path,
+                             save_every_minutes=config.run["save_every_minutes"])
     finally:
         close()
     if not dist.is_main:
@@ -218,6 +223,7 @@ def train_checkpoint(config: Config, entry: MethodEntry, benchmark: Benchmark, m
         "seconds": result.seconds, "history": result.history, "val_episode_fingerprint": val_episodes.fingerprint,
     })
     os.replace(partial, path)
+    state_path.unlink(missing_ok=True)  # the training is complete: its resumable state is no longer needed
     dist.barrier()
 
 
@@ -260,7 +266,9 @@ def run_method(config: Config, request: RunRequest, standard_episodes: int | Non
     episodes = draw_episodes(protocol, test)
     results_dir = config.path("results")
     manifest = save_manifest(episodes, results_dir / "episodes") if dist.is_main else None
+    precision = resolve_precision(config.run["precision"], device)
     run_id = f"{entry.name}__{benchmark.name}__{request.shot}shot__p{protocol.fingerprint[:10]}__c{checkpoint_sha.split(':')[-1][:10]}"
+    run_id += "" if precision.name == "fp32" else f"__{precision.name}"  # fp32 runs keep their earlier ids
     stamps = {
         "method": entry.name, "method_origin": entry.origin, "dataset": benchmark.name, "shot": request.shot,
         "way": protocol.way, "protocol": protocol.to_dict(), "protocol_fingerprint": protocol.fingerprint,
@@ -274,15 +282,17 @@ def run_method(config: Config, request: RunRequest, standard_episodes: int | Non
         "missing_videos": list(protocol.missing_videos), "split_files": benchmark.split_stamps(),
         "comparable_to_papers": benchmark.comparable_to_papers,
         "started_at": datetime.datetime.now(datetime.timezone.utc).isoformat(), **environment_stamps(config, device),
-        "processes": dist.world_size,
+        "processes": dist.world_size, "eval_precision": precision.name,
     }
     run = RunStore.open(results_dir, run_id, stamps) if dist.is_main else None
     context = EncodingContext(checkpoint_sha, entry.name, model.spec, asdict(model.preprocess), protocol.frames,
                               protocol.sampling, open_reader().name + (f" {benchmark.frames_from}" if benchmark.frames_from else ""),
                               code_sha256(entry.card.head))
     cache = cache if cache is not None else encoding_cache(config, log)
+    digest = context.digest() if precision.name == "fp32" else hashlib.sha256(
+        f"{context.digest()} {precision.name}".encode()).hexdigest()  # encodings at another precision are others
     summary = evaluate_into(run, model, benchmark, episodes, config, log, dist=dist, cache=cache,
-                            context=context.digest())
+                            context=digest, precision=precision)
     summary["seconds_total"] = time.time() - started
     summary.update(run_id=run_id, protocol_fingerprint=protocol.fingerprint, episode_fingerprint=episodes.fingerprint)
     if run is not None:
@@ -301,7 +311,7 @@ def encoding_cache(config: Config, log=print) -> EncodingCache:
 
 def evaluate_into(run: RunStore | None, model: FSARModel, benchmark: Benchmark, episodes: EpisodeSet, config: Config,
                   log=print, dist: Distributed = SINGLE, cache: EncodingCache | None = None,
-                  context: str = "") -> dict[str, Any]:
+                  context: str = "", precision=None) -> dict[str, Any]:
     """Score every episode without a record (encoding only the videos they use, through ``cache``);
     return the summary. Under torchrun ``run`` is None except on rank 0, which alone appends records."""
     done = run.done if run is not None else set()
@@ -321,7 +331,7 @@ def evaluate_into(run: RunStore | None, model: FSARModel, benchmark: Benchmark, 
         timings.update(evaluate_episodes(model, episodes, todo, benchmark.video_path, record, cache=cache,
                                          context=context, workers=config.run["workers"],
                                          batch=config.run["episode_batch"], dist=dist, show_progress=True,
-                                         log=lambda message: log(f"{label}: {message}")))
+                                         log=lambda message: log(f"{label}: {message}"), precision=precision))
     if run is None:
         return dist.broadcast_object(None)
     records = run.records()

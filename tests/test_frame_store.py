@@ -18,8 +18,9 @@ import pytest
 from fsar_bench.config import load_config
 from fsar_bench.data.benchmarks import DataOptions, open_benchmark
 from fsar_bench.data.frame_store import (FrameStore, FrameStoreReader, StoreFormat, decode_frame, encode_frame,
-                                         pack_video, store_root, write_atomic)
+                                         pack_video, store_root)
 from fsar_bench.data.prepare import prepare_frame_store, read_progress, verify_frame_store
+from fsar_bench.files import write_bytes_atomic
 from fsar_bench.data.video import VideoError, clip_choice, open_reader
 from fsar_bench.errors import ProtocolMismatchError, UsageError
 from tests.conftest import write_bench_toml
@@ -39,7 +40,7 @@ def fake_videos(tmp_path_factory):
 def _store_file(tmp_path, video, fmt):
     frames = open_reader().read(video, lambda n: list(range(n)))
     path = tmp_path / f"{video.stem}.frames"
-    write_atomic(path, pack_video(frames, fmt))
+    write_bytes_atomic(path, pack_video(frames, fmt))
     return path
 
 
@@ -170,6 +171,6 @@ def test_store_of_other_data_is_refused(tmp_path, synthetic_cache):
     root = store_root(config.path("cache"), "synthetic")
     root.mkdir(parents=True)
     store = FrameStore(root, "synthetic", RAW, 0, 0, 0, "synthetic-v1", "simplejpeg")
-    write_atomic(root / "store.json", json.dumps(store.manifest_values({})).encode())
+    write_bytes_atomic(root / "store.json", json.dumps(store.manifest_values({})).encode())
     with pytest.raises(ProtocolMismatchError, match="--force"):
         open_benchmark("synthetic", config)

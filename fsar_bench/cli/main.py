@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from fsar_bench.cli import cache_cmd, catalog, config_cmd, data, report_cmd, run, splits_cmd
+from fsar_bench.cli import cache_cmd, catalog, config_cmd, data, doctor_cmd, report_cmd, run, splits_cmd
 
 app = typer.Typer(
     name="fsar-bench",
@@ -37,6 +37,7 @@ def main_options(
 run.register(app)
 report_cmd.register(app)
 catalog.register(app)
+doctor_cmd.register(app)
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(data.app, name="data")
 app.add_typer(splits_cmd.app, name="splits")

@@ -30,9 +30,7 @@ Usage::
 from __future__ import annotations
 
 import json
-import os
 import struct
-import tempfile
 import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -129,19 +127,6 @@ def pack_video(frames: np.ndarray, fmt: StoreFormat) -> bytes:
                          "codec": fmt.codec, "offsets": offsets, "lengths": [len(p) for p in parts],
                          "crc32": [zlib.crc32(p) for p in parts]}, separators=(",", ":")).encode()
     return b"".join([MAGIC, struct.pack("<I", len(header)), header, *parts])
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temp file beside ``path`` and rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=SUFFIX)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.replace(temp, path)
-    finally:
-        if os.path.exists(temp):
-            os.unlink(temp)
 
 
 def read_header(path: Path, stream) -> tuple[dict, int]:

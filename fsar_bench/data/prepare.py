@@ -26,10 +26,11 @@ from pathlib import Path
 
 from fsar_bench.data.benchmarks import PARTITIONS, Benchmark
 from fsar_bench.data.frame_store import (STORE_FILE, FrameStore, StoreFormat, decoder_name, entry_path, fit_short_side,
-                                         pack_video, store_root, write_atomic)
+                                         pack_video, store_root)
 from fsar_bench.data.video import VideoError, open_reader
 from fsar_bench.distributed import SINGLE, Distributed
 from fsar_bench.errors import DataError, UsageError
+from fsar_bench.files import write_bytes_atomic, write_json_atomic
 from fsar_bench.progress import step_progress
 
 SAMPLE_VIDEOS = 4  # prepared first, spread over the list, to estimate the store's size
@@ -61,7 +62,7 @@ def prepare_one(benchmark: Benchmark, root: Path, video_id: str, fmt: StoreForma
     frames = reader.read(benchmark.video_path(video_id), lambda total: list(range(total)))
     frames, resized = fit_short_side(frames, fmt.max_short_side)
     data = pack_video(frames, fmt)
-    write_atomic(entry_path(root, video_id), data)
+    write_bytes_atomic(entry_path(root, video_id), data, durable=False)  # each frame carries its CRC-32
     return {"id": video_id, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "frames": int(len(frames)),
             "height": int(frames.shape[1]), "width": int(frames.shape[2]), "resized": resized}
 
@@ -81,7 +82,7 @@ def _check_plan(root: Path, fmt: StoreFormat, benchmark: Benchmark, force: bool)
     if force and root.exists():
         shutil.rmtree(root)
     root.mkdir(parents=True, exist_ok=True)
-    write_atomic(plan, json.dumps(wanted, indent=1).encode())
+    write_json_atomic(plan, wanted)
 
 
 def estimate_bytes(sample: list[dict], total_videos: int) -> int:
@@ -181,7 +182,7 @@ def _finish(root: Path, benchmark: Benchmark, fmt: StoreFormat, video_ids: list[
                        resized_videos=sum(e["resized"] for e in entries), total_bytes=sum(e["bytes"] for e in entries),
                        data_version=benchmark.data_version, decoder=decoder_name())
     values = store.manifest_values({e["id"]: e["sha256"] for e in entries})
-    write_atomic(root / STORE_FILE, json.dumps(values, indent=1).encode())
+    write_json_atomic(root / STORE_FILE, values)
     return store
 
 

@@ -12,7 +12,8 @@ import time
 import numpy as np
 import pytest
 
-from fsar_bench.data.frame_store import StoreFormat, pack_video, write_atomic
+from fsar_bench.data.frame_store import StoreFormat, pack_video
+from fsar_bench.files import write_bytes_atomic
 from fsar_bench.data.video import clip_choice, open_reader
 from tests.benchmarks._common import FULL, report
 from tests.fake_videos import KINETICS_LIKE, SSV2_LIKE, write_fake_video
@@ -39,7 +40,7 @@ def test_clip_from_store_vs_video(tmp_path, capsys, kind):
     video = write_fake_video(tmp_path / f"v{spec.suffix}", spec, seed=0, frames=frames)
     reader = open_reader()
     stored = tmp_path / "v.frames"
-    write_atomic(stored, pack_video(reader.read(video, lambda n: list(range(n))), StoreFormat()))
+    write_bytes_atomic(stored, pack_video(reader.read(video, lambda n: list(range(n))), StoreFormat()))
     rounds = [(_seconds_per_clip(reader, video, CLIPS), _seconds_per_clip(reader, stored, CLIPS)) for _ in range(3)]
     from_video = float(np.median([r[0] for r in rounds]))
     from_store = float(np.median([r[1] for r in rounds]))
