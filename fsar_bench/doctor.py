@@ -26,6 +26,7 @@ from fsar_bench.api import HeadConfig, TrainEpisode
 from fsar_bench.config import Config
 from fsar_bench.data.episode_loader import EpisodePlan, SegmentFrames, episode_batches
 from fsar_bench.precision import resolve_precision
+from fsar_bench.train import prepare_clips
 
 
 @dataclass(frozen=True)
@@ -72,8 +73,8 @@ def step_rows(model, plan: EpisodePlan, video_path, frames: int, episodes: int, 
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-5)
         scaler = precision.grad_scaler(device)
 
-        def step(clips: torch.Tensor, classes: list[int]) -> None:
-            pixels = model.prepare(clips)
+        def step(clips, classes: list[int]) -> None:
+            pixels = prepare_clips(model, clips)
             episode = TrainEpisode(way=plan.way, shot=plan.shot, query_labels=labels,
                                    class_base_ids=torch.tensor(classes, device=device))
             with precision.autocast(device):
@@ -90,13 +91,13 @@ def step_rows(model, plan: EpisodePlan, video_path, frames: int, episodes: int, 
         loader = episode_batches(plan, video_path, SegmentFrames(frames), range(episodes + 1), workers=workers,
                                  pin_memory=device.type == "cuda")
         first = next(loader)
-        resident = first.clips.to(device)
+        resident = to_device(first.clips, device)
         step(resident, first.classes)  # warm-up (cudnn.benchmark picks its kernels)
         synchronize()
         start, waited = time.perf_counter(), 0.0
         for loaded in loader:
             waited += loaded.wait_seconds
-            step(loaded.clips.to(device, non_blocking=True), loaded.classes)
+            step(to_device(loaded.clips, device), loaded.classes)
         synchronize()
         with_data = (time.perf_counter() - start) / episodes
         start = time.perf_counter()
@@ -107,6 +108,13 @@ def step_rows(model, plan: EpisodePlan, video_path, frames: int, episodes: int, 
         rows.append((f"step {name}", f"{with_data * 1e3:.1f} ms with data, {without * 1e3:.1f} ms without "
                                      f"(data wait {100 * waited / max(1e-9, with_data * episodes):.0f}%)"))
     return rows
+
+
+def to_device(clips, device: torch.device):
+    """A stacked clip tensor, or a list of clips of different sizes, on ``device`` (non-blocking from pinned)."""
+    if isinstance(clips, torch.Tensor):
+        return clips.to(device, non_blocking=True)
+    return [clip.to(device, non_blocking=True) for clip in clips]
 
 
 def parity_rows(methods_dir: Path, parity_dir: Path, device: torch.device) -> list[tuple[str, str]]:

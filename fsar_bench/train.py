@@ -155,12 +155,7 @@ def train_model(
         for position, iteration in enumerate(slots):
             loaded = next(loader)
             window.wait += loaded.wait_seconds
-            clips = loaded.clips if isinstance(loaded.clips, torch.Tensor) else None
-            if clips is not None:
-                pixels = model.prepare(clips)
-            else:
-                pixels = torch.cat([model.prepare(clip.unsqueeze(0)) for clip in loaded.clips])
-            pixels = pixels.contiguous()
+            pixels = prepare_clips(model, loaded.clips)
             episode = TrainEpisode(way=way, shot=shot, query_labels=torch.arange(way, device=device).repeat_interleave(queries),
                                    class_base_ids=torch.tensor(loaded.classes, device=device))
             sync = dist.active and steps_optimizer and position == len(slots) - 1
@@ -227,6 +222,13 @@ def train_model(
                 on_progress({**entry, "data_wait": entry.get("data_wait_fraction", running_wait)})
     return TrainResult(checkpoint_path, progress.best_sha256, progress.best_accuracy, progress.best_iteration,
                        recipe.iterations, progress.seconds, progress.history)
+
+
+def prepare_clips(model: FSARModel, clips: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+    """An episode's clips (stacked, or a list when their sizes differ) -> model input ``[V, T, 3, S, S]``."""
+    if isinstance(clips, torch.Tensor):
+        return model.prepare(clips)
+    return torch.cat([model.prepare(clip.unsqueeze(0)) for clip in clips])
 
 
 class _Window:

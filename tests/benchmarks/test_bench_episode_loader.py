@@ -73,6 +73,7 @@ def test_data_wait_fraction_small_cnn_from_store(sources, capsys):
     from fsar_bench.api import TrainEpisode
     from fsar_bench.model.network import FSARModel
     from fsar_bench.model.registry import discover_methods
+    from fsar_bench.train import prepare_clips
 
     plan, paths = sources
     card = discover_methods(PROJECT_ROOT / "methods").get("otam").card
@@ -87,7 +88,7 @@ def test_data_wait_fraction_small_cnn_from_store(sources, capsys):
     loader = episode_batches(plan, paths["store"], SegmentFrames(8), range(EPISODES + 2), workers=2, prefetch=2)
     for loaded in loader:
         start = time.perf_counter()
-        pixels = model.prepare(loaded.clips)
+        pixels = prepare_clips(model, loaded.clips)  # Kinetics-like and SSv2-like clips differ in size
         support, query = pixels[:WAY * SHOT], pixels[WAY * SHOT:]
         output = model.head.loss(model.features(support), model.features(query), episode)
         output.total.backward()
