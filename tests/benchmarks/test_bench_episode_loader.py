@@ -70,7 +70,7 @@ def test_loader_throughput_scales_with_workers(sources, capsys):
 
 
 def test_data_wait_fraction_small_cnn_from_store(sources, capsys):
-    from fsar_bench.api import TrainEpisode
+    from fsar_bench.api import Preprocess, TrainEpisode
     from fsar_bench.model.network import FSARModel
     from fsar_bench.model.registry import discover_methods
     from fsar_bench.train import prepare_clips
@@ -80,6 +80,7 @@ def test_data_wait_fraction_small_cnn_from_store(sources, capsys):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = FSARModel.build(card, "small-cnn", "none", 8, 112, 64)
+    model.preprocess = Preprocess(resize="squash", resize_to=112, crop=112)  # the fake videos are 340x256, 426x240
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     episode = TrainEpisode(way=WAY, shot=SHOT, query_labels=torch.arange(WAY).repeat_interleave(QUERIES),
                            class_base_ids=torch.arange(WAY))
