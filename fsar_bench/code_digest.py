@@ -31,11 +31,13 @@ from fsar_bench.errors import FsarError
 # training episodes and clips, and the validation that selects the checkpoint.
 TRAINING_MODULES = ("fsar_bench.api", "fsar_bench.layers", "fsar_bench.model.backbones", "fsar_bench.model.network",
                     "fsar_bench.train", "fsar_bench.episodes", "fsar_bench.data.video", "fsar_bench.evaluation.evaluate",
-                    "fsar_bench.schedule", "fsar_bench.data.sampling", "fsar_bench.data.transforms")
+                    "fsar_bench.schedule", "fsar_bench.data.sampling", "fsar_bench.data.transforms",
+                    "fsar_bench.data.episode_loader", "fsar_bench.data.frame_store", "fsar_bench.train_state",
+                    "fsar_bench.precision")
 # What a run's records depend on, besides the method's module and its checkpoint: encoding and scoring.
 SCORING_MODULES = ("fsar_bench.api", "fsar_bench.layers", "fsar_bench.model.backbones", "fsar_bench.model.network",
                    "fsar_bench.episodes", "fsar_bench.data.video", "fsar_bench.evaluation.evaluate",
-                   "fsar_bench.evaluation.pairs")
+                   "fsar_bench.evaluation.pairs", "fsar_bench.data.frame_store", "fsar_bench.precision")
 
 
 def module_source(module: ModuleType) -> bytes:

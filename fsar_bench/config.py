@@ -49,6 +49,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "episode_batch": 0,
         "workers": 2,
         "cache_max_gb": 20,
+        "frame_store": "auto",
+        "precision": "auto",
+        "save_every_minutes": 10.0,
     },
 }
 DATASET_KEYS: dict[str, type | tuple[type, ...]] = {"root": str, "layout": str, "splits_dir": str}
@@ -172,7 +175,8 @@ def validate(values: dict[str, Any], source: Path | str) -> None:
             for key, value in table.items():
                 if key not in DEFAULTS[section]:
                     raise UsageError(f"{source}: unknown key '{key}' in [{section}]. Known: {', '.join(DEFAULTS[section])}")
-                _check_value(value, type(DEFAULTS[section][key]), f"{section}.{key}", source)
+                expected = type(DEFAULTS[section][key])
+                _check_value(value, (int, float) if expected is float else expected, f"{section}.{key}", source)
         elif section in ("datasets", "methods"):
             schema = DATASET_KEYS if section == "datasets" else METHOD_KEYS
             _check_value(table, dict, f"[{section}]", source)

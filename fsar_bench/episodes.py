@@ -51,6 +51,9 @@ class Protocol:
     """Test videos left out because they are missing (``--allow-missing``): a different, named protocol."""
     data_version: str = ""
     """Version of a generated dataset's content (``synthetic-v2``); empty for datasets read from disk."""
+    frames_from: str = ""
+    """"frame-store:<format>" when frames come from a frame store whose pixels differ from the videos' (JPEG);
+    empty when read from the videos (or a lossless store)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "missing_videos", tuple(self.missing_videos))
@@ -61,12 +64,12 @@ class Protocol:
         return f"allow-missing ({len(self.missing_videos)} videos)" if self.missing_videos else "standard"
 
     def to_dict(self) -> dict:
-        """Fields as JSON values; ``missing_videos`` and ``data_version`` only when non-empty (fingerprints of
-        protocols without them are unchanged)."""
+        """Fields as JSON values; ``missing_videos``, ``data_version`` and ``frames_from`` only when non-empty
+        (fingerprints of protocols without them are unchanged)."""
         values = asdict(self)
         values["missing_videos"] = list(self.missing_videos)
         return {key: value for key, value in values.items()
-                if key not in ("missing_videos", "data_version") or value}
+                if key not in ("missing_videos", "data_version", "frames_from") or value}
 
     @property
     def fingerprint(self) -> str:

@@ -71,23 +71,32 @@ def step_progress(label: str, total: int, enabled: bool = True) -> Iterator[Call
 
 
 def training_progress(total: int, label: str, quiet: bool = False) -> tuple[Callable[[dict], None], Callable[[], None]]:
-    """A bar of training iterations showing loss and the last val accuracy; when stderr is not a terminal, one
-    plain line per validation instead; nothing when ``quiet``. Returns (update(history entry), close)."""
+    """A bar of training iterations: episodes/s, time left, the fraction of time waiting for data, loss and the last
+    val accuracy ± CI; when stderr is not a terminal, one plain line per validation instead; nothing when ``quiet``.
+    Returns (update(history entry), close); a resumed training's bar starts where it resumed."""
+    import time
+
     if quiet:
         return lambda entry: None, lambda: None
     if not sys.stderr.isatty():
         def update_plain(entry: dict) -> None:
             if "val_acc" in entry:
                 print(f"{label}: iteration {entry['iteration']}/{total} loss {entry['loss']:.3f} "
-                      f"val {_accuracy(entry)}", file=sys.stderr, flush=True)
+                      f"val {_accuracy(entry)}, {entry.get('episodes_per_second', 0.0):.2f} episodes/s, data wait "
+                      f"{100 * entry.get('data_wait', 0.0):.0f}%", file=sys.stderr, flush=True)
         return update_plain, lambda: None
-    bar = ProgressBar(label, total, fields=("loss", "val"), transient=False)
-    last_val = ["-"]
+    bar = ProgressBar(label, total, fields=("episodes/s", "wait", "loss", "val"), transient=False)
+    state = {"val": "-", "first": None, "done": 0, "started": time.monotonic()}
 
     def update(entry: dict) -> None:
+        if state["first"] is None:
+            state["first"] = state["done"] = entry["iteration"] - 1
         if "val_acc" in entry:
-            last_val[0] = _accuracy(entry)
-        bar.advance(1, loss=f"{entry['loss']:.3f}", val=last_val[0])
+            state["val"] = _accuracy(entry)
+        rate = (entry["iteration"] - state["first"]) / max(1e-9, time.monotonic() - state["started"])
+        bar.advance(entry["iteration"] - state["done"], **{"episodes/s": f"{rate:.2f}"},
+                    wait=f"{100 * entry.get('data_wait', 0.0):.0f}%", loss=f"{entry['loss']:.3f}", val=state["val"])
+        state["done"] = entry["iteration"]
 
     return update, bar.close
 

@@ -47,6 +47,8 @@ from fsar_bench.store import (
 )
 from fsar_bench.progress import training_progress
 from fsar_bench.train import train_model
+from fsar_bench.train_state import STATE_FILE
+from fsar_bench.precision import resolve_precision
 from fsar_bench.data.video import open_reader
 from fsar_bench.data.synthetic import benchmark_data_version
 
@@ -89,7 +91,7 @@ def make_protocol(config: Config, benchmark: Benchmark, partition: str, shot: in
         dataset=benchmark.name, partition=partition, split_sha256=benchmark.partition(partition).sha256,
         way=p["way"], shot=shot, queries_per_class=p["queries_per_class"], episodes=episodes or p["episodes"],
         frames=p["frames"], size=benchmark.size, seed=p["seed"], missing_videos=benchmark.missing.get(partition, ()),
-        data_version=benchmark.data_version,
+        data_version=benchmark.data_version, frames_from=benchmark.frames_from,
     )
 
 
@@ -136,7 +138,7 @@ def recipe_digest_fields(recipe: Recipe, options_class: type) -> dict[str, Any]:
     return fields
 
 
-def default_checkpoint_path(config: Config, model: FSARModel, dataset: str, shot: int) -> Path:
+def default_checkpoint_path(config: Config, model: FSARModel, dataset: str, shot: int, frames_from: str = "") -> Path:
     """``results/checkpoints/<method>__<dataset>__<K>shot__<backbone>__T<T>__seed<S>__r<recipe>/best.pt``.
 
     ``<recipe>`` hashes the training recipe (with bench.toml overrides), the head options and, for a generated
@@ -149,6 +151,8 @@ def default_checkpoint_path(config: Config, model: FSARModel, dataset: str, shot
     data_version = benchmark_data_version(dataset)
     keyed = [fields, spec, data_version] if data_version else [fields, spec]
     keyed.append({"training_pipeline": TRAINING_PIPELINE_VERSION})
+    if frames_from:  # trained on frames whose pixels differ from the videos' (a JPEG frame store)
+        keyed.append(frames_from)
     recipe_digest = json_sha256(keyed)[:8]
     name = (f"{spec['method']}__{dataset}__{shot}shot__{spec['backbone']}__T{spec['frames']}"
             f"__seed{config.run['train_seed']}__r{recipe_digest}")
@@ -184,7 +188,7 @@ def ensure_checkpoint(config: Config, entry: MethodEntry, benchmark: Benchmark, 
     if request.checkpoint is not None:
         path, lock = request.checkpoint, contextlib.nullcontext()
     else:
-        path = default_checkpoint_path(config, model, benchmark.name, request.shot)
+        path = default_checkpoint_path(config, model, benchmark.name, request.shot, benchmark.frames_from)
         if dist.is_main and not request.no_train:
             check_writable(path.parent)
         # reading needs no lock (a checkpoint is replaced by an atomic rename); training does
@@ -195,7 +199,7 @@ def ensure_checkpoint(config: Config, entry: MethodEntry, benchmark: Benchmark, 
             if request.no_train and not exists:
                 return "untrained:" + state_sha256(model), None, {"trained": False, "weights": WEIGHTS_UNTRAINED}
             if request.retrain or not exists:
-                train_checkpoint(config, entry, benchmark, model, request.shot, path, dist)
+                train_checkpoint(config, entry, benchmark, model, request.shot, path, dist, fresh=request.retrain)
         loaded = None
         if dist.is_main:
             peeked = read_checkpoint_file(path) if request.checkpoint is not None else None
@@ -230,8 +234,10 @@ def load_own_checkpoint(model: FSARModel, entry: MethodEntry, path: Path, reques
 
 
 def train_checkpoint(config: Config, entry: MethodEntry, benchmark: Benchmark, model: FSARModel, shot: int, path: Path,
-                     dist: Distributed | None = None) -> None:
+                     dist: Distributed | None = None, fresh: bool = False) -> None:
     """Meta-train with the card's recipe (+ [methods.NAME] overrides); select on val; write ``path`` last.
+
+    A training state left by a killed training of the same checkpoint is resumed, unless ``fresh`` (``--retrain``).
 
     Under torchrun (``dist`` from the environment when None) every rank trains, rank 0 writes.
     """
@@ -248,6 +254,9 @@ def train_checkpoint(config: Config, entry: MethodEntry, benchmark: Benchmark, m
     val_protocol = make_protocol(config, benchmark, "val", shot, episodes=recipe.val_episodes)
     val_episodes = draw_episodes(val_protocol, benchmark.partition("val"))
     partial = path.with_name("training.partial.pt")
+    state_path = path.with_name(STATE_FILE)
+    if fresh and dist.is_main:
+        state_path.unlink(missing_ok=True)
     update, close = training_progress(recipe.iterations, f"train {entry.name} {benchmark.name} {shot}-shot",
                                      quiet=not dist.is_main)
     try:
@@ -256,7 +265,9 @@ def train_checkpoint(config: Config, entry: MethodEntry, benchmark: Benchmark, m
                              checkpoint_extra={"dataset": benchmark.name, "shot": shot, "recipe": asdict(recipe),
                                                "train_seed": config.run["train_seed"],
                                                "code": code_digest(entry.card.head, TRAINING_MODULES)},
-                             workers=config.run["workers"], on_progress=update, dist=dist)
+                             workers=config.run["workers"], on_progress=update, dist=dist,
+                             precision=config.run["precision"], state_path=state_path,
+                             save_every_minutes=config.run["save_every_minutes"])
     except BadOutputError:
         partial.unlink(missing_ok=True)  # diverged: nothing of this training is kept
         raise
@@ -270,6 +281,7 @@ def train_checkpoint(config: Config, entry: MethodEntry, benchmark: Benchmark, m
         "seconds": result.seconds, "history": result.history, "val_episode_fingerprint": val_episodes.fingerprint,
     })
     os.replace(partial, path)
+    state_path.unlink(missing_ok=True)  # the training is complete: its resumable state is no longer needed
     dist.barrier()
 
 
@@ -312,7 +324,9 @@ def run_method(config: Config, request: RunRequest, standard_episodes: int | Non
     episodes = draw_episodes(protocol, test)
     results_dir = config.path("results")
     manifest = save_manifest(episodes, results_dir / "episodes", warn=lambda m: log(f"warning: {m}")) if dist.is_main else None
+    precision = resolve_precision(config.run["precision"], device)
     run_id = f"{entry.name}__{benchmark.name}__{request.shot}shot__p{protocol.fingerprint[:10]}__c{checkpoint_sha.split(':')[-1][:10]}"
+    run_id += "" if precision.name == "fp32" else f"__{precision.name}"  # fp32 runs keep their earlier ids
     stamps = {
         "method": entry.name, "method_origin": entry.origin, "dataset": benchmark.name, "shot": request.shot,
         "way": protocol.way, "protocol": protocol.to_dict(), "protocol_fingerprint": protocol.fingerprint,
@@ -326,7 +340,7 @@ def run_method(config: Config, request: RunRequest, standard_episodes: int | Non
         "missing_videos": list(protocol.missing_videos), "split_files": benchmark.split_stamps(),
         "comparable_to_papers": benchmark.comparable_to_papers,
         "started_at": datetime.datetime.now(datetime.timezone.utc).isoformat(), **environment_stamps(config, device),
-        "processes": dist.world_size, "code": code_digest(entry.card.head, SCORING_MODULES),
+        "processes": dist.world_size, "code": code_digest(entry.card.head, SCORING_MODULES), "eval_precision": precision.name,
     }
     lock = exclusive(results_dir / "locks" / f"{run_id}.lock", "scoring this run", log) if dist.is_main \
         else contextlib.nullcontext()
@@ -340,11 +354,15 @@ def run_method(config: Config, request: RunRequest, standard_episodes: int | Non
             dist.barrier()
             return stored
         context = EncodingContext(checkpoint_sha, entry.name, model.spec, asdict(model.preprocess), protocol.frames,
-                                  protocol.sampling, open_reader().name, code_sha256(entry.card.head))
+                                  protocol.sampling,
+                                  open_reader().name + (f" {benchmark.frames_from}" if benchmark.frames_from else ""),
+                                  code_sha256(entry.card.head))
         cache = cache if cache is not None else encoding_cache(config, log)
+        digest = context.digest() if precision.name == "fp32" else hashlib.sha256(
+            f"{context.digest()} {precision.name}".encode()).hexdigest()  # encodings at another precision are others
         try:
             summary = evaluate_into(run, model, benchmark, episodes, config, log, dist=dist, cache=cache,
-                                    context=context.digest())
+                                    context=digest, precision=precision)
         except BadOutputError as error:
             raise BadOutputError(f"method {entry.name}: {error}") from None
         summary["seconds_total"] = time.time() - started
@@ -365,7 +383,7 @@ def encoding_cache(config: Config, log=print) -> EncodingCache:
 
 def evaluate_into(run: RunStore | None, model: FSARModel, benchmark: Benchmark, episodes: EpisodeSet, config: Config,
                   log=print, dist: Distributed = SINGLE, cache: EncodingCache | None = None,
-                  context: str = "") -> dict[str, Any]:
+                  context: str = "", precision=None) -> dict[str, Any]:
     """Score every episode without a record (encoding only the videos they use, through ``cache``);
     return the summary. Under torchrun ``run`` is None except on rank 0, which alone appends records."""
     done = run.done if run is not None else set()
@@ -385,7 +403,7 @@ def evaluate_into(run: RunStore | None, model: FSARModel, benchmark: Benchmark, 
         timings.update(evaluate_episodes(model, episodes, todo, benchmark.video_path, record, cache=cache,
                                          context=context, workers=config.run["workers"],
                                          batch=config.run["episode_batch"], dist=dist, show_progress=True,
-                                         log=lambda message: log(f"{label}: {message}")))
+                                         log=lambda message: log(f"{label}: {message}"), precision=precision))
     if run is None:
         return dist.broadcast_object(None)
     records = run.records()

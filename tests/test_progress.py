@@ -39,9 +39,11 @@ def test_a_bar_on_a_terminal_shows_label_count_and_fields(monkeypatch) -> None:
 def test_training_progress_prints_validation_lines_off_a_terminal(capsys) -> None:
     update, close = progress.training_progress(10, "train tsn synthetic 1-shot")
     update({"iteration": 5, "loss": 1.5})
-    update({"iteration": 10, "loss": 1.25, "val_acc": 40.0})
+    update({"iteration": 10, "loss": 1.25, "val_acc": 40.0, "val_ci": 9.5, "episodes_per_second": 2.5,
+            "data_wait": 0.04})
     close()
-    assert capsys.readouterr().err == "train tsn synthetic 1-shot: iteration 10/10 loss 1.250 val 40.0%\n"
+    assert capsys.readouterr().err == ("train tsn synthetic 1-shot: iteration 10/10 loss 1.250 val 40.0 ± 9.5%, "
+                                       "2.50 episodes/s, data wait 4%\n")
 
 
 @pytest.mark.parametrize("jobs", [1, 2])

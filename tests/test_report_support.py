@@ -56,7 +56,7 @@ def protocol_for(dataset: str, shot: int, episodes: int = 200, seed: int = 0, wa
 def write_run(results_dir: Path, method: str, dataset: str, shot: int, correct: np.ndarray, *,
               protocol_episodes: int | None = None, standard_episodes: int | None = None, protocol_seed: int = 0,
               train_seed: int = 0, untrained: bool = False, finished: bool = True, backbone: str = "small-cnn",
-              episode_fingerprint: str | None = None) -> Path:
+              episode_fingerprint: str | None = None, eval_precision: str | None = None) -> Path:
     """Store one run of ``len(correct)`` scored episodes; returns its folder.
 
     ``protocol_episodes`` (default ``len(correct)``) above ``len(correct)`` makes a half-written run when
@@ -77,6 +77,9 @@ def write_run(results_dir: Path, method: str, dataset: str, shot: int, correct: 
         "started_at": "2026-01-01T00:00:00+00:00",
     }
     run_id = f"{method}__{dataset}__{shot}shot__p{protocol.fingerprint[:10]}__c{checkpoint.split(':')[-1][:10]}"
+    if eval_precision:
+        stamps["eval_precision"] = eval_precision
+        run_id += f"__{eval_precision}"
     run = RunStore.open(results_dir, run_id, stamps)
     run.append([EpisodeRecord(e, int(c), QUERIES, [0] * QUERIES) for e, c in enumerate(correct)])
     if finished:

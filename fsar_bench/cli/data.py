@@ -1,4 +1,4 @@
-"""`fsar-bench data synth` and `fsar-bench data check`.
+"""`fsar-bench data synth`, `data check` and `data prepare`.
 
 Usage::
 
@@ -6,6 +6,9 @@ Usage::
     fsar-bench data synth --force                       # regenerate
     fsar-bench data check ucf101                        # every video of every partition exists
     fsar-bench data check ucf101 --partition test --decode --jobs 2   # ... and decodes with >= T frames
+    fsar-bench data prepare ucf101                      # frame store: every video decoded once (resumable)
+    torchrun --nproc_per_node 8 -m fsar_bench data prepare ssv2-full   # ... sharded over 8 processes
+    fsar-bench data prepare ucf101 --verify             # re-check every file's sha256
 """
 
 from __future__ import annotations
@@ -80,7 +83,7 @@ def check(
     config = config_from(ctx, {"protocol.frames": frames})
     report_path = report or config.path("results") / "data-check" / f"{dataset}.json"
     check_writable(report_path.parent)  # before checking: the report must be writable
-    options = DataOptions(root=root, layout=layout, splits_dir=splits_dir, trust_splits=trust_splits)
+    options = DataOptions(root=root, layout=layout, splits_dir=splits_dir, trust_splits=trust_splits, frame_store=False)
     benchmark = open_benchmark(dataset, config, options)
     parts = [partition] if partition else list(PARTITIONS)
     with ProgressBar(f"data check {dataset}" + (" (decoding)" if decode else "")) as bar:
@@ -113,3 +116,54 @@ def check(
         kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(result.counts_by_kind().items()))
         raise DataError(f"{dataset}: {len(result.problems)} bad videos ({kinds or 'wrong layout'}), each listed above and in {path}")
     stderr.print(f"{dataset}: all {sum(c['videos'] for c in result.partitions.values()):,} videos OK")
+
+
+@app.command("prepare")
+@handle_errors
+def prepare(
+    ctx: typer.Context,
+    dataset: Annotated[str, typer.Argument(help="Benchmark name (see `fsar-bench datasets`).")],
+    codec: Annotated[str, typer.Option("--codec", help="jpeg (compact; its format joins the protocol) | raw (lossless, ~10x larger).")] = "jpeg",
+    quality: Annotated[int, typer.Option("--quality", min=1, max=100, help="JPEG quality.")] = 90,
+    max_short_side: Annotated[int, typer.Option("--max-short-side", min=16, help="Frames with a larger short side are resized to it.")] = 256,
+    force: Annotated[bool, typer.Option("--force", help="Delete the store and prepare it again.")] = False,
+    verify: Annotated[bool, typer.Option("--verify", help="Only re-check every file of the complete store against its sha256.")] = False,
+    root: RootOpt = None,
+    layout: LayoutOpt = None,
+    splits_dir: SplitsDirOpt = None,
+    trust_splits: TrustOpt = False,
+    allow_missing: Annotated[bool, typer.Option("--allow-missing", help="Prepare the videos present (missing ones are left out).")] = False,
+) -> None:
+    """Decode every video of a benchmark once into its frame store (training and evaluation then read it)."""
+    from fsar_bench.data.benchmarks import DataOptions, open_benchmark
+    from fsar_bench.data.frame_store import FrameStore, StoreFormat, store_root
+    from fsar_bench.data.prepare import prepare_frame_store, verify_frame_store
+    from fsar_bench.distributed import from_environment
+
+    config = config_from(ctx)
+    if verify:
+        store = FrameStore.open(store_root(config.path("cache"), dataset))
+        if store is None:
+            raise DataError(f"no complete frame store for {dataset} under {store_root(config.path('cache'), dataset)}: "
+                            f"run `fsar-bench data prepare {dataset}`")
+        problems = verify_frame_store(store, progress=stderr.is_terminal)
+        for problem in problems:
+            stdout.print(problem, soft_wrap=True, markup=False)
+        if problems:
+            raise DataError(f"{len(problems)} files of the {dataset} frame store are damaged: run "
+                            f"`fsar-bench data prepare {dataset} --force`")
+        stderr.print(f"{dataset}: all {store.videos:,} frame-store files match their sha256")
+        return
+    try:
+        fmt = StoreFormat(codec=codec, quality=quality, max_short_side=max_short_side)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    dist, _ = from_environment("cpu")
+    options = DataOptions(root=root, layout=layout, splits_dir=splits_dir, trust_splits=trust_splits,
+                          allow_missing=allow_missing, frame_store=False)
+    benchmark = open_benchmark(dataset, config, options)
+    store = prepare_frame_store(benchmark, config.path("cache"), fmt, dist=dist, force=force,
+                                log=lambda message: stderr.print(message, soft_wrap=True, markup=False) if dist.is_main else None,
+                                progress=stderr.is_terminal)
+    if dist.is_main:
+        stdout.print(str(store.root))

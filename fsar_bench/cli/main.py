@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from fsar_bench.cli import cache_cmd, catalog, config_cmd, data, recipe_cmd, report_cmd, run, splits_cmd
+from fsar_bench.cli import cache_cmd, catalog, config_cmd, data, doctor_cmd, recipe_cmd, report_cmd, run, splits_cmd
 
 app = typer.Typer(
     name="fsar-bench",
@@ -39,6 +39,7 @@ run.register(app)
 report_cmd.register(app)
 catalog.register(app)
 recipe_cmd.register(app)
+doctor_cmd.register(app)
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(data.app, name="data")
 app.add_typer(splits_cmd.app, name="splits")

@@ -33,6 +33,8 @@ TrustSplitsOpt = Annotated[bool, typer.Option("--trust-splits", help="Accept spl
 AcceptCodeOpt = Annotated[bool, typer.Option(
     "--accept-code-change",
     help="Reuse a checkpoint or run made by code that changed since, declaring the change harmless (stamped).")]
+PrecisionOpt = Annotated[Optional[str], typer.Option(help="auto | fp32 | bf16 | fp16 (auto: bf16 on GPUs that have it, fp16 on "
+                                                          "other GPUs, fp32 on CPU). Stamped into checkpoints and runs.")]
 
 
 def _data_options(splits_dir: Optional[Path], allow_missing: bool, trust_splits: bool):
@@ -42,10 +44,11 @@ def _data_options(splits_dir: Optional[Path], allow_missing: bool, trust_splits:
 
 
 def _cli_values(episodes=None, seed=None, device=None, backbone=None, backbone_weights=None, train_seed=None,
-                results=None, workers=None) -> dict[str, Any]:
+                results=None, workers=None, precision=None) -> dict[str, Any]:
     return {"protocol.episodes": episodes, "protocol.seed": seed, "run.device": device, "run.backbone": backbone,
             "run.backbone_weights": backbone_weights, "run.train_seed": train_seed,
-            "paths.results": str(results.resolve()) if results else None, "run.workers": workers}
+            "paths.results": str(results.resolve()) if results else None, "run.workers": workers,
+            "run.precision": precision}
 
 
 def _evaluate(ctx: typer.Context, method: str, dataset: str, shots: str, cli: dict[str, Any], checkpoint: Optional[Path],
@@ -109,9 +112,10 @@ def register(app: typer.Typer) -> None:
         allow_missing: AllowMissingOpt = False,
         trust_splits: TrustSplitsOpt = False,
         accept_code_change: AcceptCodeOpt = False,
+        precision: PrecisionOpt = None,
     ) -> None:
         """Train where no checkpoint exists, evaluate the test episodes, store and print the results."""
-        cli = _cli_values(episodes, seed, device, backbone, backbone_weights, train_seed, results, workers)
+        cli = _cli_values(episodes, seed, device, backbone, backbone_weights, train_seed, results, workers, precision)
         _evaluate(ctx, method, dataset, shots, cli, checkpoint, no_train, retrain,
                   _data_options(splits_dir, allow_missing, trust_splits), accept_code_change)
 
@@ -135,9 +139,10 @@ def register(app: typer.Typer) -> None:
         allow_missing: AllowMissingOpt = False,
         trust_splits: TrustSplitsOpt = False,
         accept_code_change: AcceptCodeOpt = False,
+        precision: PrecisionOpt = None,
     ) -> None:
         """Evaluate only (never trains): the given or default checkpoint, else the untrained model."""
-        cli = _cli_values(episodes, seed, device, backbone, backbone_weights, train_seed, results, workers)
+        cli = _cli_values(episodes, seed, device, backbone, backbone_weights, train_seed, results, workers, precision)
         _evaluate(ctx, method, dataset, shots, cli, checkpoint, no_train=checkpoint is None, retrain=False,
                   data=_data_options(splits_dir, allow_missing, trust_splits), accept_code_change=accept_code_change)
 
@@ -157,21 +162,24 @@ def register(app: typer.Typer) -> None:
         splits_dir: SplitsDirOpt = None,
         allow_missing: AllowMissingOpt = False,
         trust_splits: TrustSplitsOpt = False,
+        precision: PrecisionOpt = None,
     ) -> None:
-        """Meta-train on the train split, select on val (the test split is never read)."""
+        """Meta-train on the train split, select on val (the test split is never read). A killed training resumes
+        from its last saved state (every run.save_every_minutes and at each validation) when run again."""
         from fsar_bench.data.benchmarks import open_benchmark
         from fsar_bench.distributed import is_main_process
         from fsar_bench.runner import (build_model, default_checkpoint_path, get_method, resolve_device, train_checkpoint,
                                        training_lock)
         from fsar_bench.store import check_writable
 
-        config = config_from(ctx, _cli_values(None, None, device, backbone, backbone_weights, train_seed, results, workers))
+        config = config_from(ctx, _cli_values(None, None, device, backbone, backbone_weights, train_seed, results, workers,
+                                              precision))
         if is_main_process():  # before any work: training must be able to save its checkpoint
             check_writable(config.path("results"))
         entry = get_method(config, method)
         benchmark = open_benchmark(dataset, config, _data_options(splits_dir, allow_missing, trust_splits))
         model = build_model(config, entry, benchmark, resolve_device(config.run["device"]))
-        path = default_checkpoint_path(config, model, dataset, shot)
+        path = default_checkpoint_path(config, model, dataset, shot, benchmark.frames_from)
         with training_lock(path, is_main_process(), log=stderr.print):
             train_checkpoint(config, entry, benchmark, model, shot, path)
         stderr.print(f"best-on-val checkpoint: {path}")

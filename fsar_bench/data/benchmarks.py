@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fsar_bench.config import Config
-from fsar_bench.errors import DataError, ProtocolMismatchError, UnknownNameError
+from fsar_bench.errors import DataError, ProtocolMismatchError, UnknownNameError, UsageError
 from fsar_bench.data.manifests import SplitManifest, load_manifest, manifest_names, manual_instructions
 from fsar_bench.data.splits import (Partition, SplitError, SplitEntry, build_partition, check_disjoint, read_partition,
                                     read_split_file)
 from fsar_bench.files import file_sha256
+from fsar_bench.data.frame_store import FrameStore, store_root
 from fsar_bench.data.synthetic import SyntheticSpec, benchmark_data_version, ensure_synthetic
 
 PARTITIONS = ("train", "val", "test")
@@ -42,6 +43,7 @@ class DataOptions:
     splits_dir: Path | None = None
     allow_missing: bool = False
     trust_splits: bool = False
+    frame_store: bool = True  # read frames from a prepared frame store when there is one (data check/prepare: False)
 
 
 @dataclass
@@ -62,6 +64,8 @@ class Benchmark:
     missing: dict[str, tuple[str, ...]] = field(default_factory=dict)
     data_version: str = ""  # a generated dataset's content version (part of its protocols and checkpoint keys)
     split_checks: list[dict] = field(default_factory=list)
+    frames_from: str = ""  # "frame-store:<format>" when read from a store whose pixels differ from the videos'
+    frame_store: FrameStore | None = None
     _partitions: dict[str, Partition] = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------------ split files
@@ -134,6 +138,17 @@ class Benchmark:
     def video_path(self, video_id: str) -> Path:
         return self.resolve(video_id)
 
+    def use_frame_store(self, store: FrameStore) -> None:
+        """Read every video from ``store`` from now on (its tag joins the protocol when pixels differ)."""
+        if store.benchmark != self.name or store.data_version != self.data_version:
+            raise ProtocolMismatchError(
+                f"the frame store {store.root} was prepared from {store.benchmark} data "
+                f"{store.data_version or 'on disk'}, not {self.name} {self.data_version or 'on disk'}: run "
+                f"`fsar-bench data prepare {self.name} --force` to rebuild it (or set run.frame_store = \"off\")")
+        self.frame_store = store
+        self.frames_from = store.tag
+        self.resolve = store.path
+
     def require_root(self) -> Path:
         """The video folder, or a DataError saying how to set it."""
         template = self.manifest.layouts.get(self.layout, "") if self.manifest else ""
@@ -147,8 +162,9 @@ class Benchmark:
         return self.root
 
     def missing_videos(self, partition: Partition) -> list[str]:
-        """Ids of the partition whose file (or frame folder) does not exist, in partition order."""
-        self.require_root()
+        """Ids of the partition whose file (or frame folder, or frame-store file) does not exist, in partition order."""
+        if self.frame_store is None:
+            self.require_root()
         return [video for video in partition.all_video_ids() if not os.path.exists(self.resolve(video))]
 
     def layout_message(self, partition: Partition) -> str:
@@ -329,7 +345,24 @@ def open_benchmark(name: str, config: Config, options: DataOptions | None = None
     """Build the named benchmark from the config (did-you-mean on unknown names)."""
     options = options or DataOptions()
     if name == "synthetic":
-        return _synthetic(config, options)
-    if name not in manifest_names():
+        benchmark = _synthetic(config, options)
+    elif name not in manifest_names():
         raise UnknownNameError("dataset", name, benchmark_names(), "See `fsar-bench datasets`.")
-    return _real(load_manifest(name), config, options)
+    else:
+        benchmark = _real(load_manifest(name), config, options)
+    setting = config.run.get("frame_store", "auto")
+    if setting not in FRAME_STORE_SETTINGS:
+        raise UsageError(f"run.frame_store must be one of {', '.join(FRAME_STORE_SETTINGS)}, got {setting!r}")
+    if options.frame_store and setting != "off":
+        store = FrameStore.open(store_root(config.path("cache"), name))
+        if store is not None:
+            benchmark.use_frame_store(store)
+        elif setting == "require":
+            raise DataError(f"no complete frame store for {name} under {store_root(config.path('cache'), name)} "
+                            f"(run.frame_store = \"require\"): run `fsar-bench data prepare {name}` first")
+    return benchmark
+
+
+FRAME_STORE_SETTINGS = ("auto", "off", "require")
+"""run.frame_store: "auto" reads a complete frame store when there is one, "off" always the videos,
+"require" refuses to run without one."""

@@ -2,7 +2,8 @@
 
 One small interface, three engines: decord (fast, Linux x86-64 wheels) and PyAV (everywhere) for
 video files, and ``FrameFolderReader`` for folders of frames (``<video>/<frame>.jpg``, in natural
-order: ``img_2.jpg`` before ``img_10.jpg``). ``open_reader()`` returns a reader that uses the frame
+order: ``img_2.jpg`` before ``img_10.jpg``); frame-store files (``*.frames``, ``fsar_bench.data.frame_store``)
+are read by their own engine. ``open_reader()`` returns a reader that uses the frame
 folder engine when the path is a directory, else decord when it imports, else PyAV;
 ``FSAR_VIDEO_BACKEND=pyav`` forces PyAV.
 
@@ -199,14 +200,20 @@ class FrameFolderReader:
 
 
 class FilesAndFolders:
-    """Frame folders through FrameFolderReader, video files through ``engine`` (decord or PyAV)."""
+    """Frame folders through FrameFolderReader, frame-store files (``*.frames``) through FrameStoreReader,
+    video files through ``engine`` (decord or PyAV)."""
 
     def __init__(self, engine: VideoReader) -> None:
+        from fsar_bench.data.frame_store import FrameStoreReader
+
         self.engine = engine
         self.folders = FrameFolderReader()
+        self.store = FrameStoreReader()
         self.name = engine.name
 
     def _for(self, path: Path) -> VideoReader:
+        if str(path).endswith(".frames"):
+            return self.store
         return self.folders if Path(path).is_dir() else self.engine
 
     def num_frames(self, path: Path) -> int:

@@ -30,7 +30,6 @@ Usage::
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -51,6 +50,7 @@ from fsar_bench.model.network import FSARModel
 from fsar_bench.evaluation.pairs import score_pairwise
 from fsar_bench.evaluation.peak_memory import linear_peak_bytes, memory_budget
 from fsar_bench.progress import step_progress
+from fsar_bench.precision import Precision, resolve_precision
 
 ProgressFn = Callable[[int], None]
 MAX_EPISODE_BATCH = 4096
@@ -68,13 +68,15 @@ class EncodeResult:
 
 
 @torch.inference_mode()
-def encode_clips(model: FSARModel, clips: list[torch.Tensor]) -> Reps:
-    """uint8 clips ``[T, H, W, 3]`` -> per-video representations on CPU (float32), AMP on GPU."""
+def encode_clips(model: FSARModel, clips: list[torch.Tensor], precision: Precision | None = None) -> Reps:
+    """uint8 clips ``[T, H, W, 3]`` -> per-video representations on CPU (float32); autocast at ``precision``
+    (default ``resolve_precision("auto")``: bf16 or fp16 on GPU, fp32 on CPU)."""
+    precision = precision or resolve_precision("auto", model.device)
     if all(clip.shape == clips[0].shape for clip in clips):
         pixels = model.prepare(torch.stack(clips))
     else:
         pixels = torch.cat([model.prepare(clip.unsqueeze(0)) for clip in clips])
-    with torch.autocast(device_type=model.device.type, dtype=torch.float16, enabled=model.device.type == "cuda"):
+    with precision.autocast(model.device):
         reps = model.encode(pixels)
     return map_reps(reps, lambda t: t.float().cpu())
 
@@ -117,6 +119,7 @@ def encode_unique(
     batch_videos: int = 16,
     dist: Distributed = SINGLE,
     progress: ProgressFn | None = None,
+    precision: Precision | None = None,
 ) -> EncodeResult:
     """Encodings of ``video_ids`` (files ``paths``): from ``cache`` where present, else decoded and encoded.
 
@@ -146,7 +149,7 @@ def encode_unique(
         with writes as put:
             for batch in iterate_clip_batches([paths[p] for p in mine], frames, workers=workers, batch_size=batch_videos):
                 positions = [mine[i] for i in batch.indices]
-                reps = encode_clips(model, batch.clips)
+                reps = encode_clips(model, batch.clips, precision)
                 if put is not None:
                     for row, position in enumerate(positions):
                         video = map_reps(reps, lambda t: t[row].clone())
@@ -313,6 +316,7 @@ def evaluate_episodes(
     dist: Distributed = SINGLE,
     show_progress: bool = False,
     log: Callable[[str], None] | None = None,
+    precision: Precision | None = None,
 ) -> dict[str, float | int]:
     """Encode each unique video of ``episode_ids`` once (through ``cache``), then score the episodes in batches.
 
@@ -326,7 +330,8 @@ def evaluate_episodes(
         log(f"{len(episode_ids)} episodes to score, {len(needed)} unique videos to encode")
     with step_progress(f"encode {len(needed)} videos", len(needed), show_progress and dist.is_main) as advance:
         encoded = encode_unique(model, video_ids, [video_path(v) for v in video_ids], episodes.protocol.frames,
-                                cache=cache, context=context, workers=workers, dist=dist, progress=advance)
+                                cache=cache, context=context, workers=workers, dist=dist, progress=advance,
+                                precision=precision)
     if log:
         log(f"encodings: {encoded.from_cache} of {len(needed)} from the cache, {encoded.encoded} encoded "
             f"({encoded.seconds:.1f} s)")
@@ -354,35 +359,29 @@ def evaluate_accuracy(
     workers: int = 2,
     batch: int = 0,
     dist: Distributed = SINGLE,
+    precision: Precision | None = None,
 ) -> float:
     """Mean accuracy (%) over all episodes, through ``evaluate_episodes`` without a cache (validation)."""
-    correct = [0]
-
-    def count(ids: np.ndarray, predictions: np.ndarray) -> None:
-        correct[0] += int(episode_accuracy(episodes, ids, predictions).sum())
-
-    evaluate_episodes(model, episodes, np.arange(len(episodes)), video_path, count, workers=workers, batch=batch,
-                      dist=dist)
-    return 100.0 * correct[0] / episodes.query.size
+    return validation_accuracy(model, episodes, video_path, workers, batch, dist, precision)[0]
 
 
-def evaluate_accuracy_ci(
+def validation_accuracy(
     model: FSARModel,
     episodes: EpisodeSet,
     video_path: Callable[[str], Path],
     workers: int = 2,
     batch: int = 0,
     dist: Distributed = SINGLE,
+    precision: Precision | None = None,
 ) -> tuple[float, float]:
-    """(mean accuracy %, 95% CI half-width 1.96·s/√N over episodes) through ``evaluate_episodes`` (validation)."""
+    """(mean accuracy %, its 95% CI half-width 1.96 s/sqrt(N) over episodes), through ``evaluate_episodes``."""
     correct = np.zeros(len(episodes), dtype=np.int64)
 
     def count(ids: np.ndarray, predictions: np.ndarray) -> None:
         correct[ids] = episode_accuracy(episodes, ids, predictions)
 
     evaluate_episodes(model, episodes, np.arange(len(episodes)), video_path, count, workers=workers, batch=batch,
-                      dist=dist)
+                      dist=dist, precision=precision)
     per_episode = 100.0 * correct / episodes.query.shape[1]
-    mean = 100.0 * float(correct.sum()) / episodes.query.size
-    ci = 1.96 * float(per_episode.std(ddof=1)) / math.sqrt(len(per_episode)) if len(per_episode) > 1 else float("nan")
-    return mean, ci
+    ci95 = 1.96 * per_episode.std(ddof=1) / np.sqrt(len(per_episode)) if len(per_episode) > 1 else float("nan")
+    return 100.0 * int(correct.sum()) / episodes.query.size, float(ci95)

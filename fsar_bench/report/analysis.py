@@ -142,7 +142,17 @@ def _variant_key(run: RunData) -> str:
     key = {"untrained": run.untrained, "model": model, "recipe": recipe}
     if run.reference_checkpoint:  # never pooled with runs trained here (keys of other runs unchanged)
         key["weights"] = run.weights
+    if eval_precision(run) != "fp32":  # runs scored at another precision are another variant (fp32 keys unchanged)
+        key["eval_precision"] = eval_precision(run)
     return json.dumps(key, sort_keys=True, default=str)
+
+
+def eval_precision(run: RunData) -> str:
+    """The precision a run was evaluated at (stamped since issue 12; earlier runs: fp16 autocast on CUDA, else fp32)."""
+    stamped = run.stamps.get("eval_precision")
+    if stamped:
+        return str(stamped)
+    return "fp16" if str(run.stamps.get("device", "cpu")).startswith("cuda") else "fp32"
 
 
 def _row_labels(runs: Iterable[RunData]) -> dict[tuple[str, str], str]:
@@ -152,6 +162,7 @@ def _row_labels(runs: Iterable[RunData]) -> dict[tuple[str, str], str]:
     for run in runs:
         variants.setdefault(run.method, {}).setdefault(_variant_key(run), run)
     labels = {}
+    precisions = {eval_precision(run) for by_key in variants.values() for run in by_key.values()}
     for method, by_key in variants.items():
         backbones = {str((run.stamps.get("model") or {}).get("backbone")) for run in by_key.values()}
         parts_of = {}
@@ -159,6 +170,8 @@ def _row_labels(runs: Iterable[RunData]) -> dict[tuple[str, str], str]:
             parts = ["untrained"] if run.untrained else ([run.weights] if run.reference_checkpoint else [])
             if len(backbones) > 1:
                 parts.append(str((run.stamps.get("model") or {}).get("backbone")))
+            if len(precisions) > 1:  # never compare precisions silently: every row says its own
+                parts.append(f"eval {eval_precision(run)}")
             parts_of[key] = parts
         seen = [tuple(p) for p in parts_of.values()]
         for key, parts in parts_of.items():

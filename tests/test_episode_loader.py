@@ -1,0 +1,61 @@
+"""Training episodes from DataLoader workers: episode i's clips are bit-identical for 0, 1 and 2 workers, whether
+only the sampled frames are read or whole videos are cached, and equal to building them in the trainer's process."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fsar_bench.config import load_config
+from fsar_bench.data.benchmarks import DataOptions, open_benchmark
+from fsar_bench.data.episode_loader import EpisodePlan, SegmentFrames, episode_batches
+from fsar_bench.data.sampling import clip_generator
+from fsar_bench.data.video import VideoError, open_reader, random_segment_indices
+from tests.conftest import write_bench_toml
+
+EPISODES = [0, 1, 7, 8, 30]
+
+
+@pytest.fixture(scope="module")
+def synthetic(synthetic_cache, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("loader")
+    config = load_config(write_bench_toml(folder, synthetic_cache, 'frame_store = "off"\n'))
+    return open_benchmark("synthetic", config, DataOptions(frame_store=False))
+
+
+def _load(benchmark, workers, cache_bytes=0):
+    plan = EpisodePlan.from_partition(benchmark.partition("train"), train_seed=3, way=5, shot=2, queries=2)
+    return list(episode_batches(plan, benchmark.video_path, SegmentFrames(8), EPISODES, workers=workers,
+                                prefetch=2, cache_bytes=cache_bytes))
+
+
+def test_episodes_identical_for_any_worker_count(synthetic):
+    benchmark = synthetic
+    runs = {workers: _load(benchmark, workers) for workers in (0, 1, 2)}
+    runs["cached"] = _load(benchmark, 2, cache_bytes=1 << 30)
+    reference = runs[0]
+    assert [e.index for e in reference] == EPISODES
+    for name, episodes in runs.items():
+        assert [e.index for e in episodes] == EPISODES, name
+        for ours, theirs in zip(episodes, reference):
+            assert ours.classes == theirs.classes and torch.equal(ours.clips, theirs.clips), (name, ours.index)
+            assert ours.clips.shape == (20, 8, 64, 64, 3) and ours.clips.dtype == torch.uint8
+            assert ours.wait_seconds >= 0 and ours.load_seconds > 0
+
+    # the same clips as drawing them in this process, as the trainer did before the loader
+    plan = EpisodePlan.from_partition(benchmark.partition("train"), train_seed=3, way=5, shot=2, queries=2)
+    reader = open_reader()
+    classes, videos = plan.episode(7)
+    for j in (0, 9, 10, 19):
+        full = reader.read(benchmark.video_path(videos[j]), lambda n: list(range(n)))
+        expected = full[random_segment_indices(len(full), 8, clip_generator(3, 7, j))]
+        assert np.array_equal(reference[2].clips[j].numpy(), expected)
+
+
+def test_unreadable_video_names_the_file(synthetic, tmp_path):
+    benchmark = synthetic
+    plan = EpisodePlan.from_partition(benchmark.partition("train"), train_seed=3, way=5, shot=1, queries=1)
+    missing = lambda video_id: tmp_path / f"{video_id}.mp4"  # noqa: E731
+    with pytest.raises(VideoError, match="file not found"):
+        list(episode_batches(plan, missing, SegmentFrames(8), [0], workers=0))
