@@ -43,7 +43,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "run": {
         "device": "auto",
         "backbone": "auto",
-        "backbone_weights": "imagenet",
+        "backbone_weights": "pretrained",
         "train_seed": 0,
         "episode_batch": 0,
         "workers": 2,

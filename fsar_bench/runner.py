@@ -25,7 +25,7 @@ import torch
 
 import fsar_bench
 from fsar_bench.api import Recipe
-from fsar_bench.model.backbones import default_backbone
+from fsar_bench.model.backbones import LEGACY_WEIGHT_STAMPS, default_backbone
 from fsar_bench.config import Config, recipe_with_overrides
 from fsar_bench.data.benchmarks import Benchmark, DataOptions, open_benchmark
 from fsar_bench.episodes import EpisodeSet, Protocol, draw_episodes, save_manifest
@@ -121,11 +121,26 @@ def default_checkpoint_path(config: Config, model: FSARModel, dataset: str, shot
     fields = {key: value for key, value in asdict(recipe).items()
               if not (key in RECIPE_FIELDS_SINCE_V2 and value == RECIPE_FIELDS_SINCE_V2[key])}
     data_version = benchmark_data_version(dataset)
+    spec = {key: value for key, value in spec.items() if not _legacy_spec_value(spec, key, value)}
     keyed = [fields, spec, data_version] if data_version else [fields, spec]
     recipe_digest = json_sha256(keyed)[:8]
     name = (f"{spec['method']}__{dataset}__{shot}shot__{spec['backbone']}__T{spec['frames']}"
             f"__seed{config.run['train_seed']}__r{recipe_digest}")
     return config.path("results") / "checkpoints" / name / "best.pt"
+
+
+def _legacy_spec_value(spec: dict, key: str, value: Any) -> bool:
+    """Spec entries added after checkpoints were first keyed, at the values those checkpoints had (left out of the
+    digest, so that existing checkpoints keep their paths)."""
+    if key == "backbone_weights":
+        return value in LEGACY_WEIGHT_STAMPS.get(spec["backbone"], ())
+    return key == "track" and value == "finetune"
+
+
+def backbone_stamp(model: FSARModel) -> dict[str, str]:
+    """What a result's numbers were measured with besides the protocol: backbone, its weight tag, the track."""
+    return {"backbone": model.spec["backbone"], "backbone_weights": model.spec["backbone_weights"],
+            "track": model.spec.get("track", "finetune")}
 
 
 def state_sha256(model: torch.nn.Module) -> str:
@@ -251,7 +266,8 @@ def run_method(config: Config, request: RunRequest, standard_episodes: int | Non
     run_id = f"{entry.name}__{benchmark.name}__{request.shot}shot__p{protocol.fingerprint[:10]}__c{checkpoint_sha.split(':')[-1][:10]}"
     stamps = {
         "method": entry.name, "method_origin": entry.origin, "dataset": benchmark.name, "shot": request.shot,
-        "way": protocol.way, "protocol": protocol.to_dict(), "protocol_fingerprint": protocol.fingerprint,
+        "way": protocol.way, "protocol": {**protocol.to_dict(), **backbone_stamp(model)},
+        "protocol_fingerprint": protocol.fingerprint, **backbone_stamp(model),
         "episode_fingerprint": episodes.fingerprint, "episode_manifest": str(manifest),
         "standard_episodes": standard_episodes or protocol.episodes, "checkpoint_sha256": checkpoint_sha,
         "checkpoint_path": str(checkpoint_path) if checkpoint_path else None, "training": train_info,

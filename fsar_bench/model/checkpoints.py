@@ -32,9 +32,10 @@ from torch import Tensor
 
 from fsar_bench.errors import DataError, ProtocolMismatchError
 from fsar_bench.files import write_bytes_atomic
+from fsar_bench.model.backbones import LEGACY_WEIGHT_STAMPS
 
 CHECKPOINT_FORMAT = 2
-SPEC_KEYS_THAT_MUST_MATCH = ("method", "backbone", "backbone_dim", "frames", "size")
+SPEC_KEYS_THAT_MUST_MATCH = ("method", "backbone", "backbone_dim", "backbone_weights", "track", "frames", "size")
 
 
 def content_sha256(payload: dict[str, Any]) -> str:
@@ -93,10 +94,26 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     return payload
 
 
+def stored_spec_value(stored: dict[str, Any], key: str) -> Any:
+    """A checkpoint's spec entry; checkpoints written before weights and tracks were stamped get their legacy values."""
+    if key in stored:
+        return stored[key]
+    if key == "backbone_weights":
+        return LEGACY_WEIGHT_STAMPS.get(stored.get("backbone", ""), (None,))[0]
+    if key == "track":
+        return "finetune"
+    return None
+
+
 def check_checkpoint_spec(path: Path, stored: dict[str, Any], expected: dict[str, Any]) -> None:
-    """Refuse a checkpoint trained for another method, backbone, frame count or size."""
-    mismatches = [f"{key}: checkpoint has {stored.get(key)!r}, this run needs {value!r}"
-                  for key, value in expected.items() if key in SPEC_KEYS_THAT_MUST_MATCH and stored.get(key) != value]
+    """Refuse a checkpoint trained for another method, backbone, weights, track, frame count or size."""
+    def differs(key: str, value: Any) -> bool:
+        if key == "backbone_weights" and key not in stored:  # written before weight tags: its backbone's legacy tag
+            return value not in LEGACY_WEIGHT_STAMPS.get(stored.get("backbone", ""), (None,))
+        return stored_spec_value(stored, key) != value
+
+    mismatches = [f"{key}: checkpoint has {stored_spec_value(stored, key)!r}, this run needs {value!r}"
+                  for key, value in expected.items() if key in SPEC_KEYS_THAT_MUST_MATCH and differs(key, value)]
     if mismatches:
         raise ProtocolMismatchError(f"checkpoint {path} does not fit this run:\n  " + "\n  ".join(mismatches))
 

@@ -3,6 +3,7 @@
 Usage::
 
     model = FSARModel.build(card, backbone="small-cnn", weights="none", frames=8, size=64, num_base_classes=28)
+    model.spec["backbone_weights"]         # the weight tag stamped into checkpoints and runs ("none" here)
     pixels = model.prepare(clips)          # uint8 [V, T, H, W, 3] -> float [V, T, 3, S, S]
     reps = model.encode(pixels)            # head.encode(backbone features), per video
 """
@@ -16,8 +17,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fsar_bench.api import FewShotHead, HeadConfig, MethodCard, Preprocess, Reps
-from fsar_bench.model.backbones import build_backbone, default_preprocess
-from fsar_bench.errors import DataError
+from fsar_bench.backbones import get_backbone_card
+from fsar_bench.model.backbones import build_backbone, run_preprocess
+from fsar_bench.errors import DataError, UsageError
 
 
 class FSARModel(nn.Module):
@@ -40,16 +42,26 @@ class FSARModel(nn.Module):
         size: int,
         num_base_classes: int,
         options: dict[str, Any] | None = None,
-        backbone_dim: int = 128,
     ) -> FSARModel:
-        trunk = build_backbone(backbone, weights, backbone_dim)
+        """The method's head on backbone ``backbone`` (a plugin name) with ``weights`` ("pretrained", a tag of the
+        backbone, "none" or a file). The head's ``d`` is the backbone's: pooled, or conv maps for map heads."""
+        kind = "maps" if card.head.feature_maps else "pooled"
+        outputs = get_backbone_card(backbone).outputs
+        if kind not in outputs:
+            raise UsageError(f"method {card.name} needs conv maps [T, d, h, w]; backbone {backbone} gives "
+                             f"{' and '.join(outputs)} features. Use a convolutional backbone "
+                             "(resnet50, clip-rn50, small-cnn).")
+        backbone_card, trunk, resolved = build_backbone(backbone, weights, image_size=size)
+        dim = backbone_card.feature_dim(kind)
         merged = {**card.options, **(options or {})}
-        config = HeadConfig(dim=trunk.out_dim, frames=frames, num_base_classes=num_base_classes,
-                            feature_size=(size // 32, size // 32), options=merged)
-        spec = {"method": card.name, "backbone": backbone, "backbone_dim": trunk.out_dim, "frames": frames,
-                "size": size, "num_base_classes": num_base_classes, "options": merged}
+        grid = size // backbone_card.stride
+        config = HeadConfig(dim=dim, frames=frames, num_base_classes=num_base_classes,
+                            feature_size=(grid, grid), options=merged)
+        spec = {"method": card.name, "backbone": backbone, "backbone_dim": dim, "backbone_weights": resolved.stamp,
+                "frames": frames, "size": size, "num_base_classes": num_base_classes, "options": merged}
         trunk = trunk.to(memory_format=torch.channels_last)  # 30-55% faster convolutions on CPU; backbone only
-        return cls(trunk, card.head(config), card.preprocess_for(backbone) or default_preprocess(backbone), spec)
+        preprocess = run_preprocess(backbone_card, card.preprocess_for(backbone), size)
+        return cls(trunk, card.head(config), preprocess, spec)
 
     @property
     def device(self) -> torch.device:
@@ -71,10 +83,11 @@ class FSARModel(nn.Module):
     def features(self, pixels: Tensor) -> Tensor:
         """``[V, T, 3, S, S]`` -> pooled ``[V, T, d]``, or maps ``[V, T, d, h, w]`` for map heads."""
         videos, frames = pixels.shape[:2]
-        maps = self.backbone(pixels.flatten(0, 1).contiguous(memory_format=torch.channels_last))
+        flat = pixels.flatten(0, 1).contiguous(memory_format=torch.channels_last)
         if self.head.feature_maps:
+            maps = self.backbone.maps(flat)
             return maps.reshape(videos, frames, *maps.shape[1:])
-        return maps.mean(dim=(2, 3)).reshape(videos, frames, -1)
+        return self.backbone.pooled(flat).reshape(videos, frames, -1)
 
     def encode(self, pixels: Tensor) -> Reps:
         """Per-video representation: ``head.encode(features(pixels))``."""
