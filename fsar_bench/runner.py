@@ -26,6 +26,7 @@ import torch
 import fsar_bench
 from fsar_bench.api import Recipe
 from fsar_bench.model.backbones import LEGACY_WEIGHT_STAMPS, default_backbone
+from fsar_bench.model.checkpoints import WEIGHTS_FROM_CHECKPOINT
 from fsar_bench.config import Config, recipe_with_overrides
 from fsar_bench.data.benchmarks import Benchmark, DataOptions, open_benchmark
 from fsar_bench.episodes import EpisodeSet, Protocol, draw_episodes, save_manifest
@@ -99,8 +100,12 @@ def build_model(config: Config, entry: MethodEntry, benchmark: Benchmark, device
     backbone = overrides.get("backbone") or (config.run["backbone"] if config.run["backbone"] != "auto" else default_backbone(benchmark.name))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.run["train_seed"])
-        model = FSARModel.build(entry.card, backbone, backbone_weights or config.run["backbone_weights"], config.protocol["frames"],
-                                benchmark.size, len(benchmark.partition("train").classes), options)
+        class_videos = None
+        if entry.card.head.needs_class_text:
+            class_videos = {name: benchmark.partition(name).videos for name in ("train", "val", "test")}
+        model = FSARModel.build(entry.card, backbone, backbone_weights or config.run["backbone_weights"],
+                                config.protocol["frames"], benchmark.size, len(benchmark.partition("train").classes),
+                                options, class_videos)
     return model.to(device)
 
 
@@ -259,6 +264,8 @@ def run_method(config: Config, request: RunRequest, standard_episodes: int | Non
     protocol.check_feasible(test)
     # a given checkpoint replaces every weight: no ImageNet file needed to evaluate it
     model = build_model(config, entry, benchmark, device, "none" if request.checkpoint is not None else None)
+    if request.checkpoint is not None:  # every weight comes from the file: its stamp replaces ours when it loads
+        model.spec["backbone_weights"] = WEIGHTS_FROM_CHECKPOINT
     checkpoint_sha, checkpoint_path, train_info = ensure_checkpoint(config, entry, benchmark, model, request, dist)
     episodes = draw_episodes(protocol, test)
     results_dir = config.path("results")
@@ -266,8 +273,8 @@ def run_method(config: Config, request: RunRequest, standard_episodes: int | Non
     run_id = f"{entry.name}__{benchmark.name}__{request.shot}shot__p{protocol.fingerprint[:10]}__c{checkpoint_sha.split(':')[-1][:10]}"
     stamps = {
         "method": entry.name, "method_origin": entry.origin, "dataset": benchmark.name, "shot": request.shot,
-        "way": protocol.way, "protocol": {**protocol.to_dict(), **backbone_stamp(model)},
-        "protocol_fingerprint": protocol.fingerprint, **backbone_stamp(model),
+        "way": protocol.way, "protocol": protocol.to_dict(), "protocol_fingerprint": protocol.fingerprint,
+        **backbone_stamp(model),  # beside the protocol: the same episodes serve every backbone and track
         "episode_fingerprint": episodes.fingerprint, "episode_manifest": str(manifest),
         "standard_episodes": standard_episodes or protocol.episodes, "checkpoint_sha256": checkpoint_sha,
         "checkpoint_path": str(checkpoint_path) if checkpoint_path else None, "training": train_info,

@@ -60,14 +60,15 @@ class EncodeResult:
 
 
 @torch.inference_mode()
-def encode_clips(model: FSARModel, clips: list[torch.Tensor]) -> Reps:
-    """uint8 clips ``[T, H, W, 3]`` -> per-video representations on CPU (float32), AMP on GPU."""
+def encode_clips(model: FSARModel, clips: list[torch.Tensor], video_ids: list[str] | None = None) -> Reps:
+    """uint8 clips ``[T, H, W, 3]`` -> per-video representations on CPU (float32), AMP on GPU. ``video_ids``: the
+    clips' videos (heads using class text need them)."""
     if all(clip.shape == clips[0].shape for clip in clips):
         pixels = model.prepare(torch.stack(clips))
     else:
         pixels = torch.cat([model.prepare(clip.unsqueeze(0)) for clip in clips])
     with torch.autocast(device_type=model.device.type, dtype=torch.float16, enabled=model.device.type == "cuda"):
-        reps = model.encode(pixels)
+        reps = model.encode(pixels, video_ids)
     return map_reps(reps, lambda t: t.float().cpu())
 
 
@@ -138,7 +139,7 @@ def encode_unique(
         with writes as put:
             for batch in iterate_clip_batches([paths[p] for p in mine], frames, workers=workers, batch_size=batch_videos):
                 positions = [mine[i] for i in batch.indices]
-                reps = encode_clips(model, batch.clips)
+                reps = encode_clips(model, batch.clips, [video_ids[p] for p in positions])
                 if put is not None:
                     for row, position in enumerate(positions):
                         video = map_reps(reps, lambda t: t[row].clone())
