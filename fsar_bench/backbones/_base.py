@@ -22,7 +22,6 @@ Usage, in a plugin file ``fsar_bench/backbones/mybackbone.py`` (or a package's `
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -36,6 +35,7 @@ from torch import Tensor, nn
 
 from fsar_bench.api import Preprocess
 from fsar_bench.errors import DataError, UsageError
+from fsar_bench.files import file_sha256
 
 OUTPUT_KINDS = ("pooled", "maps", "tokens")
 NO_WEIGHTS = "none"
@@ -122,7 +122,7 @@ class BackboneCard:
         if path.suffix in (".pt", ".pth", ".bin", ".safetensors") or os.sep in weights:
             if not path.is_file():
                 raise DataError(f"backbone weights file {path} does not exist")
-            return Weights("file", f"file:{_file_digest(path)}", path=path)
+            return Weights("file", f"file:{file_sha256(path)[:16]}", path=path)
         known = ", ".join([PRETRAINED, *tags, NO_WEIGHTS])
         raise UsageError(f"backbone {self.name} has no weights {weights!r}: use one of {known}, or a path to a file")
 
@@ -201,10 +201,3 @@ def load_state_file(path: Path) -> dict[str, Tensor]:
         raise DataError(f"backbone weights file {path} does not hold a state dict")
     return payload
 
-
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
