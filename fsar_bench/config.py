@@ -44,6 +44,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "device": "auto",
         "backbone": "auto",
         "backbone_weights": "pretrained",
+        "track": "finetune",
         "train_seed": 0,
         "episode_batch": 0,
         "workers": 2,

@@ -33,10 +33,11 @@ from fsar_bench.episodes import EpisodeSet, Protocol, draw_episodes, save_manife
 from fsar_bench.errors import DataError, UsageError
 from fsar_bench.evaluation.cache import EncodingCache, EncodingContext, cache_folder, code_sha256
 from fsar_bench.distributed import SINGLE, Distributed, from_environment, launched_by_torchrun, single_device
-from fsar_bench.evaluation.evaluate import choose_episode_batch, encode_unique, episode_accuracy, score_sharded, scoring_workers
+from fsar_bench.evaluation.evaluate import EncodeResult, choose_episode_batch, encode_unique, episode_accuracy, score_sharded, scoring_workers
 from fsar_bench.model.checkpoints import load_checkpoint_weights, read_checkpoint
 from fsar_bench.model.network import FSARModel
 from fsar_bench.model.reference_checkpoints import is_fsar_checkpoint, load_reference_checkpoint, read_checkpoint_file
+from fsar_bench.frozen import FROZEN, TRACKS, FeatureStore, encode_from_store, freeze_backbone, pretrained_small_cnn
 from fsar_bench.progress import step_progress
 from fsar_bench.files import file_sha256, json_sha256, write_json_atomic
 from fsar_bench.model.registry import MethodEntry, discover_methods
@@ -98,15 +99,40 @@ def build_model(config: Config, entry: MethodEntry, benchmark: Benchmark, device
     recipe = method_recipe(config, entry, benchmark.name)
     options = {**recipe.loss_weights, **recipe.head_options, **overrides.get("options", {})}
     backbone = overrides.get("backbone") or (config.run["backbone"] if config.run["backbone"] != "auto" else default_backbone(benchmark.name))
+    track = config.run["track"]
+    if track not in TRACKS:
+        raise UsageError(f"unknown track {track!r}: use {' or '.join(TRACKS)}")
+    weights = backbone_weights or config.run["backbone_weights"]
+    if track == FROZEN and backbone == "small-cnn" and weights == "pretrained" and benchmark.name == "synthetic":
+        weights = str(pretrained_small_cnn(config.path("cache") / "weights", benchmark))  # weights worth freezing
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.run["train_seed"])
         class_videos = None
         if entry.card.head.needs_class_text:
             class_videos = {name: benchmark.partition(name).videos for name in ("train", "val", "test")}
-        model = FSARModel.build(entry.card, backbone, backbone_weights or config.run["backbone_weights"],
-                                config.protocol["frames"], benchmark.size, len(benchmark.partition("train").classes),
-                                options, class_videos)
+        model = FSARModel.build(entry.card, backbone, weights, config.protocol["frames"], benchmark.size,
+                                len(benchmark.partition("train").classes), options, class_videos)
+    if track == FROZEN:
+        freeze_backbone(model)
     return model.to(device)
+
+
+def feature_store(config: Config, model: FSARModel, benchmark: Benchmark, partitions: tuple[str, ...],
+                  dist: Distributed = SINGLE, log=print) -> FeatureStore | None:
+    """Frozen track: the model's feature store, with every video of ``partitions`` extracted (resuming); else None."""
+    if model.spec.get("track") != FROZEN:
+        return None
+    store = FeatureStore.for_model(config.path("cache"), model, benchmark.name, benchmark.data_version)
+    videos = [video for name in partitions for video in benchmark.present_partition(name).all_video_ids()]
+    missing = sum(not store.has(video) for video in videos)
+    if missing:
+        log(f"frozen track: extracting the features of {missing} videos into {store.folder}")
+        started = time.time()
+        with step_progress(f"extract {missing} videos", missing, dist.is_main) as advance:
+            store.extract(model, benchmark.video_path, videos, dist=dist, progress=advance)
+        log(f"frozen track: {missing} videos in {time.time() - started:.1f} s "
+            f"({store.size_bytes() / 2**20:.1f} MiB stored)")
+    return store
 
 
 RECIPE_FIELDS_SINCE_V2 = {"warmup_start_lr": 0.0}
@@ -211,11 +237,12 @@ def train_checkpoint(config: Config, entry: MethodEntry, benchmark: Benchmark, m
     update, close = console_progress(recipe.iterations, f"train {entry.name} {benchmark.name} {shot}-shot",
                                      quiet=not dist.is_main)
     try:
+        store = feature_store(config, model, benchmark, ("train", "val"), dist)
         result = train_model(model, recipe, benchmark, config.protocol["way"], shot, config.protocol["frames"],
                              config.run["train_seed"], val_episodes, partial,
                              checkpoint_extra={"dataset": benchmark.name, "shot": shot, "recipe": asdict(recipe),
                                                "train_seed": config.run["train_seed"]},
-                             workers=config.run["workers"], on_progress=update, dist=dist)
+                             workers=config.run["workers"], on_progress=update, dist=dist, feature_store=store)
     finally:
         close()
     if not dist.is_main:
@@ -291,8 +318,9 @@ def run_method(config: Config, request: RunRequest, standard_episodes: int | Non
     context = EncodingContext(checkpoint_sha, entry.name, model.spec, asdict(model.preprocess), protocol.frames,
                               protocol.sampling, open_reader().name, code_sha256(entry.card.head))
     cache = cache if cache is not None else encoding_cache(config, log)
+    store = feature_store(config, model, benchmark, ("test",), dist, log)
     summary = evaluate_into(run, model, benchmark, episodes, config, device, log, dist=dist, cache=cache,
-                            context=context.digest())
+                            context=context.digest(), store=store)
     summary["seconds_total"] = time.time() - started
     summary.update(run_id=run_id, protocol_fingerprint=protocol.fingerprint, episode_fingerprint=episodes.fingerprint)
     if run is not None:
@@ -311,9 +339,10 @@ def encoding_cache(config: Config, log=print) -> EncodingCache:
 
 def evaluate_into(run: RunStore | None, model: FSARModel, benchmark: Benchmark, episodes: EpisodeSet, config: Config,
                   device: torch.device, log=print, dist: Distributed = SINGLE, cache: EncodingCache | None = None,
-                  context: str = "") -> dict[str, Any]:
-    """Score every episode without a record (encoding only the videos they use, through ``cache``);
-    return the summary. Under torchrun ``run`` is None except on rank 0, which alone appends records."""
+                  context: str = "", store: FeatureStore | None = None) -> dict[str, Any]:
+    """Score every episode without a record (encoding only the videos they use, through ``cache``, or from the
+    frozen track's feature ``store``); return the summary. Under torchrun ``run`` is None except on rank 0, which
+    alone appends records."""
     done = run.done if run is not None else set()
     todo = dist.broadcast_object(np.array(sorted(set(range(len(episodes))) - done), dtype=np.int64))
     timings: dict[str, Any] = {"encode_seconds": 0.0, "score_seconds": 0.0, "videos_encoded": 0,
@@ -323,10 +352,15 @@ def evaluate_into(run: RunStore | None, model: FSARModel, benchmark: Benchmark, 
         log(f"{model.spec['method']} {benchmark.name} {episodes.protocol.shot}-shot: {len(todo)} episodes to score, "
             f"{len(needed)} unique videos to encode" + (f" (resuming: {len(done)} already recorded)" if done else ""))
         video_ids = [episodes.video_ids[v] for v in needed]
-        with step_progress(f"encode {len(needed)} videos", len(needed), dist.is_main) as advance:
-            encoded = encode_unique(model, video_ids, [benchmark.video_path(v) for v in video_ids], episodes.protocol.frames,
-                                    cache=cache, context=context, workers=config.run["workers"], dist=dist,
-                                    progress=advance)
+        if store is not None:
+            t_store = time.time()
+            encoded = EncodeResult(encode_from_store(model, store, video_ids, episodes.protocol.frames), 0,
+                                   len(video_ids), time.time() - t_store)
+        else:
+            with step_progress(f"encode {len(needed)} videos", len(needed), dist.is_main) as advance:
+                encoded = encode_unique(model, video_ids, [benchmark.video_path(v) for v in video_ids],
+                                        episodes.protocol.frames, cache=cache, context=context,
+                                        workers=config.run["workers"], dist=dist, progress=advance)
         timings.update(encode_seconds=encoded.seconds, videos_encoded=encoded.encoded, encodings_from_cache=encoded.from_cache)
         log(f"encodings: {encoded.from_cache} of {len(needed)} from the cache, {encoded.encoded} encoded "
             f"({encoded.seconds:.1f} s)")

@@ -29,6 +29,7 @@ from fsar_bench.data.benchmarks import Benchmark
 from fsar_bench.distributed import SINGLE, Distributed
 from fsar_bench.episodes import EpisodeSet, draw_episode
 from fsar_bench.evaluation.evaluate import evaluate_accuracy
+from fsar_bench.frozen import FeatureStore, encode_from_store
 from fsar_bench.model.checkpoints import save_checkpoint
 from fsar_bench.model.network import FSARModel
 from fsar_bench.data.video import VideoReader, open_reader, random_segment_indices
@@ -101,9 +102,11 @@ class _EpisodeLoss(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, pixels: torch.Tensor, episode: TrainEpisode) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    def forward(self, pixels: torch.Tensor | None, episode: TrainEpisode,
+                features: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, dict]:
         n_support = episode.way * episode.shot
-        features = self.model.features(pixels)
+        if features is None:  # the frozen track passes stored features
+            features = self.model.features(pixels)
         if self.model.head.needs_pixels:
             episode.support_pixels, episode.query_pixels = pixels[:n_support], pixels[n_support:]
         output = self.model.head.loss(features[:n_support], features[n_support:], episode)
@@ -137,12 +140,14 @@ def train_model(
     workers: int = 2,
     on_progress: Callable[[dict], None] | None = None,
     dist: Distributed = SINGLE,
+    feature_store: FeatureStore | None = None,
 ) -> TrainResult:
     """Meta-train ``model`` with ``recipe``; keep the best-on-val weights in ``checkpoint_path``.
 
     Under torchrun (``dist``) the model is wrapped in DistributedDataParallel and each optimizer step's
     ``episodes_per_step`` episodes are shared among the ranks (gradients summed as in one process);
-    validation is sharded too and rank 0 alone writes the checkpoint.
+    validation is sharded too and rank 0 alone writes the checkpoint. ``feature_store`` (frozen track): clips are
+    the stored features of the same frames the fine-tune track would decode (pixels only for heads that need them).
     """
     train = benchmark.partition("train")
     sizes = [len(train.videos[c]) for c in train.classes]
@@ -172,18 +177,26 @@ def train_model(
             classes, picks = draw_episode([train_seed, 1, episode_index], sizes, way, shot, queries)
             video_ids = [train.videos[train.classes[c]][p] for c, chosen in zip(classes, picks) for p in chosen[:shot]]
             video_ids += [train.videos[train.classes[c]][p] for c, chosen in zip(classes, picks) for p in chosen[shot:]]
-            clips = np.stack([source.clip(v, np.random.default_rng(np.random.SeedSequence([train_seed, 2, episode_index, j])))
-                              for j, v in enumerate(video_ids)])
-            pixels = model.prepare(torch.from_numpy(clips))
+            def clip_rng(j: int) -> np.random.Generator:
+                return np.random.default_rng(np.random.SeedSequence([train_seed, 2, episode_index, j]))
+
+            features = pixels = None
+            if feature_store is not None:
+                features = torch.stack([feature_store.clip(v, clip_rng(j), frames) for j, v in enumerate(video_ids)])
+                features = features.to(device)
+            if feature_store is None or model.head.needs_pixels:
+                clips = np.stack([source.clip(v, clip_rng(j)) for j, v in enumerate(video_ids)])
+                pixels = model.prepare(torch.from_numpy(clips))
             episode = TrainEpisode(way=way, shot=shot, query_labels=torch.arange(way, device=device).repeat_interleave(queries),
                                    class_base_ids=torch.tensor(classes, device=device))
             sync = dist.active and steps_optimizer and position == len(slots) - 1
             with contextlib.nullcontext() if sync or not dist.active else module.no_sync():
                 with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
-                    total, logits, terms = module(pixels, episode)
+                    total, logits, terms = module(pixels, episode, features)
                 # DDP averages over ranks: x world_size / episodes_per_step sums the step's episodes as one process does
                 scaled = total * 0.0 if iteration is None else total * dist.world_size / per_step
-                scaler.scale(scaled).backward()
+                if scaled.requires_grad:  # a parameter-free head on frozen features (OTAM, TSN) has nothing to train
+                    scaler.scale(scaled).backward()
             if iteration is not None:
                 entries.append({"iteration": iteration + 1, "loss": float(total.detach()),
                                 **{k: float(v.detach()) for k, v in terms.items()},
@@ -202,7 +215,9 @@ def train_model(
                 optimizer.zero_grad(set_to_none=True)
             if group:
                 dist.broadcast_module(model, buffers_only=True)  # rank 0's BatchNorm statistics everywhere
-                accuracy = evaluate_accuracy(model, val_episodes, benchmark.video_path, workers, dist=dist)
+                encoder = None if feature_store is None else (
+                    lambda ids: encode_from_store(model, feature_store, ids, frames))
+                accuracy = evaluate_accuracy(model, val_episodes, benchmark.video_path, workers, dist=dist, encode=encoder)
                 model.train()
                 for entry in group:
                     entry["val_acc"] = accuracy

@@ -24,6 +24,8 @@ SeedOpt = Annotated[Optional[int], typer.Option(help="Episode seed (default: ben
 DeviceOpt = Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N.")]
 BackboneOpt = Annotated[Optional[str], typer.Option(help="Backbone plugin: resnet50, clip-rn50, clip-vit-b16, dinov2-vit-b14, small-cnn (default: by dataset; see `fsar-bench backbones`).")]
 WeightsOpt = Annotated[Optional[str], typer.Option("--backbone-weights", help="pretrained (the backbone's pinned weights) | a weight tag (imagenet, openai, lvd142m) | none (random) | PATH.")]
+TrackOpt = Annotated[Optional[str], typer.Option(help="finetune (default: backbone trained with the head) | frozen "
+                                                "(features stored once per video, heads trained on them).")]
 TrainSeedOpt = Annotated[Optional[int], typer.Option(help="Training seed (default: bench.toml).")]
 ResultsOpt = Annotated[Optional[Path], typer.Option(help="Results folder (default: bench.toml [paths] results).")]
 WorkersOpt = Annotated[Optional[int], typer.Option(help="Video decoding worker processes.")]
@@ -39,8 +41,9 @@ def _data_options(splits_dir: Optional[Path], allow_missing: bool, trust_splits:
 
 
 def _cli_values(episodes=None, seed=None, device=None, backbone=None, backbone_weights=None, train_seed=None,
-                results=None, workers=None) -> dict[str, Any]:
+                results=None, workers=None, track=None) -> dict[str, Any]:
     return {"protocol.episodes": episodes, "protocol.seed": seed, "run.device": device, "run.backbone": backbone,
+            "run.track": track,
             "run.backbone_weights": backbone_weights, "run.train_seed": train_seed,
             "paths.results": str(results.resolve()) if results else None, "run.workers": workers}
 
@@ -93,6 +96,7 @@ def register(app: typer.Typer) -> None:
         device: DeviceOpt = None,
         backbone: BackboneOpt = None,
         backbone_weights: WeightsOpt = None,
+        track: TrackOpt = None,
         train_seed: TrainSeedOpt = None,
         results: ResultsOpt = None,
         workers: WorkersOpt = None,
@@ -101,7 +105,7 @@ def register(app: typer.Typer) -> None:
         trust_splits: TrustSplitsOpt = False,
     ) -> None:
         """Train where no checkpoint exists, evaluate the test episodes, store and print the results."""
-        cli = _cli_values(episodes, seed, device, backbone, backbone_weights, train_seed, results, workers)
+        cli = _cli_values(episodes, seed, device, backbone, backbone_weights, train_seed, results, workers, track)
         _evaluate(ctx, method, dataset, shots, cli, checkpoint, no_train, retrain,
                   _data_options(splits_dir, allow_missing, trust_splits))
 
@@ -118,6 +122,7 @@ def register(app: typer.Typer) -> None:
         device: DeviceOpt = None,
         backbone: BackboneOpt = None,
         backbone_weights: WeightsOpt = None,
+        track: TrackOpt = None,
         train_seed: TrainSeedOpt = None,
         results: ResultsOpt = None,
         workers: WorkersOpt = None,
@@ -126,7 +131,7 @@ def register(app: typer.Typer) -> None:
         trust_splits: TrustSplitsOpt = False,
     ) -> None:
         """Evaluate only (never trains): the given or default checkpoint, else the untrained model."""
-        cli = _cli_values(episodes, seed, device, backbone, backbone_weights, train_seed, results, workers)
+        cli = _cli_values(episodes, seed, device, backbone, backbone_weights, train_seed, results, workers, track)
         _evaluate(ctx, method, dataset, shots, cli, checkpoint, no_train=checkpoint is None, retrain=False,
                   data=_data_options(splits_dir, allow_missing, trust_splits))
 
@@ -140,6 +145,7 @@ def register(app: typer.Typer) -> None:
         device: DeviceOpt = None,
         backbone: BackboneOpt = None,
         backbone_weights: WeightsOpt = None,
+        track: TrackOpt = None,
         train_seed: TrainSeedOpt = None,
         results: ResultsOpt = None,
         workers: WorkersOpt = None,
@@ -151,7 +157,7 @@ def register(app: typer.Typer) -> None:
         from fsar_bench.data.benchmarks import open_benchmark
         from fsar_bench.runner import build_model, default_checkpoint_path, get_method, resolve_device, train_checkpoint
 
-        config = config_from(ctx, _cli_values(None, None, device, backbone, backbone_weights, train_seed, results, workers))
+        config = config_from(ctx, _cli_values(None, None, device, backbone, backbone_weights, train_seed, results, workers, track))
         entry = get_method(config, method)
         benchmark = open_benchmark(dataset, config, _data_options(splits_dir, allow_missing, trust_splits))
         model = build_model(config, entry, benchmark, resolve_device(config.run["device"]))

@@ -297,12 +297,18 @@ def evaluate_accuracy(
     workers: int = 2,
     batch: int = 0,
     dist: Distributed = SINGLE,
+    encode: Callable[[list[str]], Reps] | None = None,
 ) -> float:
-    """Mean accuracy (%) over all episodes (no cache: used for validation during training)."""
+    """Mean accuracy (%) over all episodes (no cache: used for validation during training). ``encode``: per-video
+    encodings of the given ids from elsewhere (the frozen track's feature store) instead of decoding videos."""
     every = np.arange(len(episodes))
     needed = episodes.videos_of(every)
     ids = [episodes.video_ids[v] for v in needed]
-    reps = encode_unique(model, ids, [video_path(v) for v in ids], episodes.protocol.frames, workers=workers, dist=dist).reps
+    if encode is not None:
+        reps = encode(ids)
+    else:
+        reps = encode_unique(model, ids, [video_path(v) for v in ids], episodes.protocol.frames, workers=workers,
+                             dist=dist).reps
     row_of = np.full(len(episodes.video_ids), -1, dtype=np.int64)
     row_of[needed] = np.arange(len(needed))
     threads = scoring_workers(model.device)
