@@ -37,6 +37,7 @@ from fsar_bench.files import write_bytes_atomic
 from fsar_bench.model.network import FSARModel
 
 STORE_FORMAT = 1
+MEMORY_BYTES = 2 << 30  # stored features kept in RAM after their first (verified) read
 FROZEN = "frozen"
 FINETUNE = "finetune"
 TRACKS = (FINETUNE, FROZEN)
@@ -52,9 +53,12 @@ def freeze_backbone(model: FSARModel) -> None:
 class FeatureStore:
     """Per-frame backbone features of one (benchmark, data version, backbone, weights, preprocessing, kind)."""
 
-    def __init__(self, folder: Path, key: dict) -> None:
+    def __init__(self, folder: Path, key: dict, memory_bytes: int = MEMORY_BYTES) -> None:
         self.folder = folder
         self.key = key
+        self.memory_bytes = memory_bytes
+        self._memory: dict[str, Tensor] = {}  # verified fp16 features kept in RAM while they fit
+        self._memory_used = 0
 
     @classmethod
     def for_model(cls, root: Path, model: FSARModel, dataset: str, data_version: str = "") -> FeatureStore:
@@ -74,7 +78,11 @@ class FeatureStore:
         return self.path(video_id).is_file()
 
     def load(self, video_id: str) -> Tensor:
-        """All frames' features of a video, float32 ``[n, ...]``; DataError naming the file when it is corrupt."""
+        """All frames' features of a video, float32 ``[n, ...]``; DataError naming the file when it is corrupt.
+        A file is read and verified once; its features stay in memory while ``memory_bytes`` allows."""
+        kept = self._memory.get(video_id)
+        if kept is not None:
+            return kept.float()
         path = self.path(video_id)
         if not path.is_file():
             raise DataError(f"feature store {self.folder}: no features for video {video_id!r} ({path}); "
@@ -88,6 +96,10 @@ class FeatureStore:
         if not intact:
             raise DataError(f"feature store file {path} (video {video_id!r}) is corrupt: its checksum does not match; "
                             "delete it and run again to re-extract it")
+        size = features.numel() * features.element_size()
+        if self._memory_used + size <= self.memory_bytes:
+            self._memory[video_id] = features
+            self._memory_used += size
         return features.float()
 
     def clip(self, video_id: str, rng: np.random.Generator, frames: int) -> Tensor:

@@ -67,6 +67,7 @@ def test_every_frame_is_stored_once_checksummed_and_extraction_resumes(tmp_path,
     rng_a, rng_b = (np.random.default_rng(np.random.SeedSequence([0, 2, 7, 1])) for _ in range(2))
     torch.testing.assert_close(store.clip("v1", rng_a, 8), stored[random_segment_indices(13, 8, rng_b)])
     path = store.path("v2")
+    store = FeatureStore(store.folder, store.key)  # a fresh reader: nothing in memory yet
     payload = torch.load(path, weights_only=True)
     payload["features"][0, 0] += 1
     torch.save(payload, path)
