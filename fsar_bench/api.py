@@ -116,8 +116,11 @@ class HeadConfig:
     """What a head is built from: backbone feature size, frames, base classes, method options.
 
     ``feature_size`` is the spatial size ``(h, w)`` of backbone maps for heads that take
-    maps (``FewShotHead.feature_maps = True``), and ``(1, 1)`` otherwise. ``options`` are plain values,
-    parsed by the head into its options dataclass; ``method`` (the card's name) labels option errors.
+    maps (``FewShotHead.feature_maps = True``), and ``(1, 1)`` otherwise. ``dim`` is the backbone's (pooled, or
+    conv maps for map heads), never a literal. ``options`` are plain values, parsed by the head into its options
+    dataclass; ``method`` (the card's name) labels option errors. ``class_text`` (heads with ``needs_class_text``):
+    ``{"train": [num_base_classes, dim]}``, the backbone text tower's embedding of each train class's prompt, in
+    base-id order.
     """
 
     dim: int
@@ -126,6 +129,7 @@ class HeadConfig:
     feature_size: tuple[int, int] = (1, 1)
     options: Mapping[str, Any] = field(default_factory=dict)
     method: str = ""
+    class_text: Mapping[str, Tensor] = field(default_factory=dict)
 
 
 @dataclass
@@ -209,8 +213,10 @@ class MethodCard:
     """Everything fsar-bench knows about a method: how to build it and where it comes from.
 
     ``published`` maps ``(dataset, shot)`` to a published 5-way accuracy (%) confirmed by a second public
-    source: only these are shown beside our results. ``published_unconfirmed`` holds the cells still to be
-    re-checked against the paper, and ``published_source`` says where both come from.
+    source, measured with ``published_backbone`` (fine-tuned end to end); ``(dataset, shot, backbone)`` keys hold
+    numbers published with another backbone; only these are shown beside our results (``published_for`` looks
+    them up, for the backbone of the row). ``published_unconfirmed`` holds the cells still to be re-checked
+    against the paper, and ``published_source`` says where both come from.
     ``recipes`` maps a dataset name (or "default") to its Recipe. ``options`` are head options
     (e.g. an ablation's switch) merged under the recipe's ``head_options`` and bench.toml's overrides.
     ``test_options`` are small sizes for the contract tests (tests/test_methods_contract.py), which run
@@ -232,6 +238,11 @@ class MethodCard:
     test_options: Mapping[str, Any] = field(default_factory=dict)
     notes: str = ""
     reference_checkpoint: ReferenceCheckpoint | None = None
+    published_backbone: str = "resnet50"
+
+    def published_for(self, dataset: str, shot: int, backbone: str) -> float | None:
+        """The published accuracy for this backbone, or None (none published with that backbone)."""
+        return published_value(self.published, dataset, shot, backbone, self.published_backbone)
 
     def recipe_for(self, dataset: str) -> Recipe:
         """The recipe for ``dataset``, else the "default" one, else ``Recipe()``."""
@@ -240,6 +251,17 @@ class MethodCard:
     def preprocess_for(self, backbone: str) -> Preprocess | None:
         """The preprocessing for ``backbone`` ("resnet50", "small-cnn"), or None for the backbone's own."""
         return self.preprocess.get(backbone)
+
+
+def published_value(published: Mapping[tuple, float], dataset: str, shot: int, backbone: str,
+                    published_backbone: str = "resnet50") -> float | None:
+    """``published[(dataset, shot, backbone)]``, else ``published[(dataset, shot)]`` when ``backbone`` is the one the
+    card's two-part keys were published with, else None."""
+    if (dataset, shot, backbone) in published:
+        return float(published[(dataset, shot, backbone)])
+    if backbone == published_backbone and (dataset, shot) in published:
+        return float(published[(dataset, shot)])
+    return None
 
 
 class ReferenceStateError(ValueError):
@@ -256,11 +278,17 @@ class FewShotHead(nn.Module):
       ``feature_maps``: True if ``encode`` takes conv5 maps ``[V, T, d, h, w]`` instead of
       pooled features ``[V, T, d]``.
       ``needs_pixels``: True if ``loss`` needs the input frames (``TrainEpisode.*_pixels``).
+      ``needs_class_text``: True if the head uses text embeddings of class names (CLIP-FSAR): the backbone's text
+      tower embeds ``class_prompt.format(name)`` for every class of the split; the train table arrives in
+      ``HeadConfig.class_text["train"]`` and every encoded video's reps get ``"class_text"`` ``[V, d]``, the
+      embedding of its own class (its partition's table), added by the harness after ``encode``.
     """
 
     options_class: ClassVar[type] = NoOptions
     feature_maps: ClassVar[bool] = False
     needs_pixels: ClassVar[bool] = False
+    needs_class_text: ClassVar[bool] = False
+    class_prompt: ClassVar[str] = "a photo of {}"
 
     def __init__(self, config: HeadConfig) -> None:
         super().__init__()

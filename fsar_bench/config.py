@@ -44,7 +44,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "run": {
         "device": "auto",
         "backbone": "auto",
-        "backbone_weights": "imagenet",
+        "backbone_weights": "pretrained",
+        "track": "finetune",
         "train_seed": 0,
         "episode_batch": 0,
         "workers": 2,

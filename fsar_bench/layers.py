@@ -442,3 +442,35 @@ class SetAttention(nn.Module):
         attended = attended + query_weights @ query_values + self.output.bias
         tokens = torch.cat([items[:, None].expand(episodes, num_queries, num_items, dim), queries[:, :, None]], dim=2)
         return self.norm(tokens + self.output_dropout(attended))
+# --------------------------------------------------------------------------- OTAM soft alignment (OTAM, CLIP-FSAR)
+def _soft_min(costs: tuple[Tensor, ...], softmin_lambda: float) -> Tensor:
+    """``-λ·log Σ_i exp(-c_i/λ)`` elementwise over same-shaped tensors, via stable log-sum-exp.
+
+    The costs are stacked on a new leading axis: the reduction then runs over contiguous slices.
+    """
+    return -softmin_lambda * torch.logsumexp(torch.stack(costs) / -softmin_lambda, dim=0)
+
+
+def otam_alignment_cost(distances: Tensor, softmin_lambda: float = 0.1) -> Tensor:
+    """OTAM cumulative cost of one direction: distances [..., R, C] -> [...] (λ: 0.1 OTAM, 0.5 CLIP-FSAR).
+
+    The column axis is padded with a zero column on each side ([R, C+2]). Row 0 is a hard running sum; column 0
+    stays 0 (free start); later rows take the soft-min over up-left, up and left in the first real column, over
+    diagonal and left in the middle columns, and over diagonal, up and left in the last (padding) column, which
+    holds the free end. The soft-min is a max-shifted log-sum-exp (the references' naive log(sum(exp)) agrees to
+    float rounding wherever it is finite).
+    """
+    rows, columns = distances.shape[-2:]
+    # Cell-major layout [R, C+2, ...]: each cell below is one contiguous slice over all episodes, queries
+    # and supports (the same arithmetic as [..., R, C+2], several times faster on CPU).
+    padded = F.pad(distances, (1, 1)).movedim((-2, -1), (0, 1)).contiguous()  # [R, C+2, ...]
+    previous = padded[0].cumsum(dim=0)  # row 0; padded[0, 0] = 0 keeps column 0 at 0
+    for row in range(1, rows):
+        row_distances = padded[row]
+        cells = [torch.zeros_like(previous[0])]
+        cells.append(row_distances[1] + _soft_min((previous[0], previous[1], cells[0]), softmin_lambda))
+        for column in range(2, columns + 1):
+            cells.append(row_distances[column] + _soft_min((previous[column - 1], cells[column - 1]), softmin_lambda))
+        cells.append(_soft_min((previous[columns], previous[columns + 1], cells[columns]), softmin_lambda))
+        previous = torch.stack(cells)
+    return previous[columns + 1]

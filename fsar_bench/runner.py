@@ -25,7 +25,8 @@ import torch
 
 import fsar_bench
 from fsar_bench.api import Recipe, loss_weight_names
-from fsar_bench.model.backbones import default_backbone
+from fsar_bench.model.backbones import LEGACY_WEIGHT_STAMPS, default_backbone
+from fsar_bench.model.checkpoints import WEIGHTS_FROM_CHECKPOINT
 from fsar_bench.config import Config, check_table_names
 from fsar_bench.model.effective_recipe import resolve_recipe
 from fsar_bench.data.benchmarks import Benchmark, DataOptions, benchmark_names, open_benchmark
@@ -40,6 +41,8 @@ from fsar_bench.evaluation.evaluate import episode_accuracy, evaluate_episodes
 from fsar_bench.model.checkpoints import load_checkpoint_weights, read_checkpoint
 from fsar_bench.model.network import FSARModel
 from fsar_bench.model.reference_checkpoints import is_fsar_checkpoint, load_reference_checkpoint, read_checkpoint_file
+from fsar_bench.frozen import FROZEN, TRACKS, FeatureStore, encode_from_store, freeze_backbone, pretrained_small_cnn
+from fsar_bench.progress import step_progress
 from fsar_bench.files import file_sha256, json_sha256, write_json_atomic
 from fsar_bench.model.registry import MethodEntry, discover_methods
 from fsar_bench.store import (
@@ -112,11 +115,40 @@ def build_model(config: Config, entry: MethodEntry, benchmark: Benchmark, device
     recipe = method_recipe(config, entry, benchmark.name)
     options = {**recipe.head_options, **overrides.get("options", {})}
     backbone = overrides.get("backbone") or (config.run["backbone"] if config.run["backbone"] != "auto" else default_backbone(benchmark.name))
+    track = config.run["track"]
+    if track not in TRACKS:
+        raise UsageError(f"unknown track {track!r}: use {' or '.join(TRACKS)}")
+    weights = backbone_weights or config.run["backbone_weights"]
+    if track == FROZEN and backbone == "small-cnn" and weights == "pretrained" and benchmark.name == "synthetic":
+        weights = str(pretrained_small_cnn(config.path("cache") / "weights", benchmark))  # weights worth freezing
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.run["train_seed"])
-        model = FSARModel.build(entry.card, backbone, backbone_weights or config.run["backbone_weights"], config.protocol["frames"],
-                                benchmark.size, len(benchmark.partition("train").classes), options, recipe=recipe)
+        class_videos = None
+        if entry.card.head.needs_class_text:
+            class_videos = {name: benchmark.partition(name).videos for name in ("train", "val", "test")}
+        model = FSARModel.build(entry.card, backbone, weights, config.protocol["frames"], benchmark.size,
+                                len(benchmark.partition("train").classes), options, class_videos, recipe=recipe)
+    if track == FROZEN:
+        freeze_backbone(model)
     return model.to(device)
+
+
+def feature_store(config: Config, model: FSARModel, benchmark: Benchmark, partitions: tuple[str, ...],
+                  dist: Distributed = SINGLE, log=print) -> FeatureStore | None:
+    """Frozen track: the model's feature store, with every video of ``partitions`` extracted (resuming); else None."""
+    if model.spec.get("track") != FROZEN:
+        return None
+    store = FeatureStore.for_model(config.path("cache"), model, benchmark.name, benchmark.data_version)
+    videos = [video for name in partitions for video in benchmark.present_partition(name).all_video_ids()]
+    missing = sum(not store.has(video) for video in videos)
+    if missing:
+        log(f"frozen track: extracting the features of {missing} videos into {store.folder}")
+        started = time.time()
+        with step_progress(f"extract {missing} videos", missing, dist.is_main) as advance:
+            store.extract(model, benchmark.video_path, videos, dist=dist, progress=advance)
+        log(f"frozen track: {missing} videos in {time.time() - started:.1f} s "
+            f"({store.size_bytes() / 2**20:.1f} MiB stored)")
+    return store
 
 
 TRAINING_PIPELINE_VERSION = 2
@@ -149,6 +181,7 @@ def default_checkpoint_path(config: Config, model: FSARModel, dataset: str, shot
     entry = get_method(config, spec["method"])
     fields = recipe_digest_fields(method_recipe(config, entry, dataset), entry.card.head.options_class)
     data_version = benchmark_data_version(dataset)
+    spec = {key: value for key, value in spec.items() if not _legacy_spec_value(spec, key, value)}
     keyed = [fields, spec, data_version] if data_version else [fields, spec]
     keyed.append({"training_pipeline": TRAINING_PIPELINE_VERSION})
     if frames_from:  # trained on frames whose pixels differ from the videos' (a JPEG frame store)
@@ -157,6 +190,20 @@ def default_checkpoint_path(config: Config, model: FSARModel, dataset: str, shot
     name = (f"{spec['method']}__{dataset}__{shot}shot__{spec['backbone']}__T{spec['frames']}"
             f"__seed{config.run['train_seed']}__r{recipe_digest}")
     return config.path("results") / "checkpoints" / name / "best.pt"
+
+
+def _legacy_spec_value(spec: dict, key: str, value: Any) -> bool:
+    """Spec entries added after checkpoints were first keyed, at the values those checkpoints had (left out of the
+    digest, so that existing checkpoints keep their paths)."""
+    if key == "backbone_weights":
+        return value in LEGACY_WEIGHT_STAMPS.get(spec["backbone"], ())
+    return key == "track" and value == "finetune"
+
+
+def backbone_stamp(model: FSARModel) -> dict[str, str]:
+    """What a result's numbers were measured with besides the protocol: backbone, its weight tag, the track."""
+    return {"backbone": model.spec["backbone"], "backbone_weights": model.spec["backbone_weights"],
+            "track": model.spec.get("track", "finetune")}
 
 
 def state_sha256(model: torch.nn.Module) -> str:
@@ -260,6 +307,7 @@ def train_checkpoint(config: Config, entry: MethodEntry, benchmark: Benchmark, m
     update, close = training_progress(recipe.iterations, f"train {entry.name} {benchmark.name} {shot}-shot",
                                      quiet=not dist.is_main)
     try:
+        store = feature_store(config, model, benchmark, ("train", "val"), dist)
         result = train_model(model, recipe, benchmark, config.protocol["way"], shot, config.protocol["frames"],
                              config.run["train_seed"], val_episodes, partial,
                              checkpoint_extra={"dataset": benchmark.name, "shot": shot, "recipe": asdict(recipe),
@@ -267,7 +315,7 @@ def train_checkpoint(config: Config, entry: MethodEntry, benchmark: Benchmark, m
                                                "code": code_digest(entry.card.head, TRAINING_MODULES)},
                              workers=config.run["workers"], on_progress=update, dist=dist,
                              precision=config.run["precision"], state_path=state_path,
-                             save_every_minutes=config.run["save_every_minutes"])
+                             save_every_minutes=config.run["save_every_minutes"], feature_store=store)
     except BadOutputError:
         partial.unlink(missing_ok=True)  # diverged: nothing of this training is kept
         raise
@@ -320,6 +368,8 @@ def run_method(config: Config, request: RunRequest, standard_episodes: int | Non
     protocol.check_feasible(test)
     # a given checkpoint replaces every weight: no ImageNet file needed to evaluate it
     model = build_model(config, entry, benchmark, device, "none" if request.checkpoint is not None else None)
+    if request.checkpoint is not None:  # every weight comes from the file: its stamp replaces ours when it loads
+        model.spec["backbone_weights"] = WEIGHTS_FROM_CHECKPOINT
     checkpoint_sha, checkpoint_path, train_info = ensure_checkpoint(config, entry, benchmark, model, request, dist, log)
     episodes = draw_episodes(protocol, test)
     results_dir = config.path("results")
@@ -330,6 +380,7 @@ def run_method(config: Config, request: RunRequest, standard_episodes: int | Non
     stamps = {
         "method": entry.name, "method_origin": entry.origin, "dataset": benchmark.name, "shot": request.shot,
         "way": protocol.way, "protocol": protocol.to_dict(), "protocol_fingerprint": protocol.fingerprint,
+        **backbone_stamp(model),  # beside the protocol: the same episodes serve every backbone and track
         "episode_fingerprint": episodes.fingerprint, "episode_manifest": str(manifest),
         "standard_episodes": standard_episodes or protocol.episodes, "checkpoint_sha256": checkpoint_sha,
         "checkpoint_path": str(checkpoint_path) if checkpoint_path else None, "training": train_info,
@@ -358,11 +409,12 @@ def run_method(config: Config, request: RunRequest, standard_episodes: int | Non
                                   open_reader().name + (f" {benchmark.frames_from}" if benchmark.frames_from else ""),
                                   code_sha256(entry.card.head))
         cache = cache if cache is not None else encoding_cache(config, log)
+        store = feature_store(config, model, benchmark, ("test",), dist, log)
         digest = context.digest() if precision.name == "fp32" else hashlib.sha256(
             f"{context.digest()} {precision.name}".encode()).hexdigest()  # encodings at another precision are others
         try:
             summary = evaluate_into(run, model, benchmark, episodes, config, log, dist=dist, cache=cache,
-                                    context=digest, precision=precision)
+                                    context=digest, precision=precision, store=store)
         except BadOutputError as error:
             raise BadOutputError(f"method {entry.name}: {error}") from None
         summary["seconds_total"] = time.time() - started
@@ -383,9 +435,10 @@ def encoding_cache(config: Config, log=print) -> EncodingCache:
 
 def evaluate_into(run: RunStore | None, model: FSARModel, benchmark: Benchmark, episodes: EpisodeSet, config: Config,
                   log=print, dist: Distributed = SINGLE, cache: EncodingCache | None = None,
-                  context: str = "", precision=None) -> dict[str, Any]:
-    """Score every episode without a record (encoding only the videos they use, through ``cache``);
-    return the summary. Under torchrun ``run`` is None except on rank 0, which alone appends records."""
+                  context: str = "", precision=None, store: FeatureStore | None = None) -> dict[str, Any]:
+    """Score every episode without a record (encoding only the videos they use, through ``cache``, or from the
+    frozen track's feature ``store``); return the summary. Under torchrun ``run`` is None except on rank 0, which
+    alone appends records."""
     done = run.done if run is not None else set()
     todo = dist.broadcast_object(np.array(sorted(set(range(len(episodes))) - done), dtype=np.int64))
     timings: dict[str, Any] = {"encode_seconds": 0.0, "score_seconds": 0.0, "videos_encoded": 0,
@@ -403,7 +456,9 @@ def evaluate_into(run: RunStore | None, model: FSARModel, benchmark: Benchmark, 
         timings.update(evaluate_episodes(model, episodes, todo, benchmark.video_path, record, cache=cache,
                                          context=context, workers=config.run["workers"],
                                          batch=config.run["episode_batch"], dist=dist, show_progress=True,
-                                         log=lambda message: log(f"{label}: {message}"), precision=precision))
+                                         log=lambda message: log(f"{label}: {message}"), precision=precision,
+                                         encode=None if store is None else (
+                                             lambda ids: encode_from_store(model, store, ids, episodes.protocol.frames))))
     if run is None:
         return dist.broadcast_object(None)
     records = run.records()

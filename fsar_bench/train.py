@@ -28,9 +28,11 @@ from fsar_bench.data.benchmarks import Benchmark
 from fsar_bench.distributed import SINGLE, Distributed
 from fsar_bench.episodes import EpisodeSet
 from fsar_bench.data.episode_loader import EpisodePlan, episode_batches
+from fsar_bench.data.sampling import clip_generator
 from fsar_bench.data.transforms import TrainClipMaker
 from fsar_bench.evaluation.checks import check_loss
 from fsar_bench.evaluation.evaluate import validation_accuracy
+from fsar_bench.frozen import FeatureStore, encode_from_store
 from fsar_bench.model.checkpoints import save_checkpoint
 from fsar_bench.model.network import FSARModel
 from fsar_bench.precision import resolve_precision
@@ -57,11 +59,14 @@ class _EpisodeLoss(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, pixels: torch.Tensor, episode: TrainEpisode) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    def forward(self, pixels: torch.Tensor | None, episode: TrainEpisode,
+                features: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, dict]:
         n_support = episode.way * episode.shot
-        # two backbone calls, as every reference: BatchNorm batch statistics per support set and per query set
-        support_features = self.model.features(pixels[:n_support])
-        query_features = self.model.features(pixels[n_support:])
+        if features is None:  # two backbone calls, as every reference: BatchNorm batch statistics per set
+            support_features = self.model.features(pixels[:n_support])
+            query_features = self.model.features(pixels[n_support:])
+        else:  # the frozen track passes stored features
+            support_features, query_features = features[:n_support], features[n_support:]
         if self.model.head.needs_pixels:
             episode.support_pixels, episode.query_pixels = pixels[:n_support], pixels[n_support:]
         output = self.model.head.loss(support_features, query_features, episode)
@@ -98,6 +103,7 @@ def train_model(
     precision: str = "auto",
     state_path: Path | None = None,
     save_every_minutes: float = 10.0,
+    feature_store: FeatureStore | None = None,
 ) -> TrainResult:
     """Meta-train ``model`` with ``recipe``; keep the best-on-val weights in ``checkpoint_path``.
 
@@ -107,11 +113,16 @@ def train_model(
     ``training.png`` are written beside ``checkpoint_path``. Under torchrun (``dist``) the model is wrapped in
     DistributedDataParallel and each optimizer step's ``episodes_per_step`` episodes are shared among the ranks
     (gradients summed as in one process); validation is sharded too and rank 0 alone writes files.
+    ``feature_store`` (frozen track): clips are the stored features of the frames the recipe's sampler picks, from
+    the same seeds as the fine-tune track; no spatial augmentation (the features are of test-transformed frames),
+    pixels only for heads that need them, through the same test transform.
     """
     train = benchmark.partition("train")
     queries = recipe.train_queries(shot)
     plan = EpisodePlan.from_partition(train, train_seed, way, shot, queries)
     maker = TrainClipMaker.from_recipe(recipe, model.preprocess, frames, benchmark.size)
+    if feature_store is not None:
+        maker = maker.without_augmentation()
     optimizer = make_optimizer(model, recipe)
     device = model.device
     numeric = resolve_precision(precision, device)
@@ -136,8 +147,9 @@ def train_model(
     steps = -(-recipe.iterations // per_step)
     slots_of = {step: step_slots(step, recipe, dist) for step in range(progress.step, steps)}
     order = [step * per_step if i is None else i for step in range(progress.step, steps) for i in slots_of[step]]
+    needs_pixels = feature_store is None or model.head.needs_pixels
     loader = episode_batches(plan, benchmark.video_path, maker, order, workers=workers,
-                             pin_memory=device.type == "cuda")
+                             pin_memory=device.type == "cuda") if needs_pixels else None
     window = _Window.restore(progress.window)
     for step in range(progress.step, steps):
         slots = slots_of[step]
@@ -145,20 +157,31 @@ def train_model(
         step_started = time.perf_counter()
         entries = []
         for position, iteration in enumerate(slots):
-            loaded = next(loader)
-            window.wait += loaded.wait_seconds
-            pixels = prepare_clips(model, loaded.clips)
+            episode_index = step * per_step if iteration is None else iteration
+            features = pixels = None
+            if loader is not None:
+                loaded = next(loader)
+                window.wait += loaded.wait_seconds
+                pixels, classes = prepare_clips(model, loaded.clips), loaded.classes
+            if feature_store is not None:
+                started_wait = time.perf_counter()
+                classes, videos = plan.episode(episode_index)
+                features = torch.stack([feature_store.clip(video, clip_generator(train_seed, episode_index, j),
+                                                           maker.frame_indices) for j, video in enumerate(videos)])
+                features = features.to(device)
+                window.wait += time.perf_counter() - started_wait
             episode = TrainEpisode(way=way, shot=shot, query_labels=torch.arange(way, device=device).repeat_interleave(queries),
-                                   class_base_ids=torch.tensor(loaded.classes, device=device))
+                                   class_base_ids=torch.tensor(classes, device=device))
             sync = dist.active and steps_optimizer and position == len(slots) - 1
             with contextlib.nullcontext() if sync or not dist.active else module.no_sync():
                 with numeric.autocast(device):
-                    total, logits, terms = module(pixels, episode)
+                    total, logits, terms = module(pixels, episode, features)
                 if iteration is not None:  # a NaN/inf loss stops training before it reaches the weights
                     check_loss(total, terms, model.head, iteration + 1)
                 # DDP averages over ranks: x world_size / episodes_per_step sums the step's episodes as one process does
                 scaled = total * 0.0 if iteration is None else total * dist.world_size / per_step
-                scaler.scale(scaled).backward()
+                if scaled.requires_grad:  # a parameter-free head on frozen features (OTAM, TSN) has nothing to train
+                    scaler.scale(scaled).backward()
             if iteration is not None:
                 entries.append({"iteration": iteration + 1, "loss": float(total.detach()),
                                 **{k: float(v.detach()) for k, v in terms.items()},
@@ -181,8 +204,10 @@ def train_model(
             if group:
                 validated = True
                 dist.broadcast_module(model, buffers_only=True)  # rank 0's BatchNorm statistics everywhere
+                encoder = None if feature_store is None else (
+                    lambda ids: encode_from_store(model, feature_store, ids, frames))
                 accuracy, interval = validation_accuracy(model, val_episodes, benchmark.video_path, workers, dist=dist,
-                                                     precision=numeric)
+                                                         precision=numeric, encode=encoder)
                 model.train()
                 for entry in group:
                     entry["val_acc"] = accuracy

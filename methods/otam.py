@@ -23,7 +23,6 @@ the reference overflows to +inf (all soft-min arguments above ~10.4).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from fsar_bench.api import (
@@ -37,6 +36,7 @@ from fsar_bench.api import (
     perrett_family_recipe,
     synthetic_recipe,
 )
+from fsar_bench.layers import otam_alignment_cost
 
 COSINE_EPS = 0.01
 """Added to the product of norms in the frame cosine (reference ``cos_sim(..., epsilon=0.01)``)."""
@@ -76,9 +76,10 @@ class OTAMHead(PairwiseHead):
         """OTAM costs of each pair in both directions: (query->support, support->query), each [P]."""
         distances = self.pair_distances(support, query)
         if distances.shape[-1] == distances.shape[-2]:
-            both = _soft_alignment_cost(torch.stack((distances, distances.transpose(-1, -2))))
+            both = otam_alignment_cost(torch.stack((distances, distances.transpose(-1, -2))), SOFTMIN_LAMBDA)
             return both[0], both[1]
-        return _soft_alignment_cost(distances), _soft_alignment_cost(distances.transpose(-1, -2))
+        return (otam_alignment_cost(distances, SOFTMIN_LAMBDA),
+                otam_alignment_cost(distances.transpose(-1, -2), SOFTMIN_LAMBDA))
 
     def pair_scores(self, support: Reps, query: Reps) -> Tensor:
         """[P] = cost(query->support) + cost(support->query)."""
@@ -88,39 +89,6 @@ class OTAMHead(PairwiseHead):
     def reduce_pairs(self, scores: Tensor) -> Tensor:
         """[E, Q, N, K] -> [E, Q, N] = -mean over the K support videos."""
         return -scores.mean(dim=-1)
-
-
-# --------------------------------------------------------------------------- soft DTW
-def _soft_min(*costs: Tensor) -> Tensor:
-    """``-λ·log Σ_i exp(-c_i/λ)`` elementwise over same-shaped tensors, via stable log-sum-exp.
-
-    The costs are stacked on a new leading axis: the reduction then runs over contiguous slices.
-    """
-    return -SOFTMIN_LAMBDA * torch.logsumexp(torch.stack(costs) / -SOFTMIN_LAMBDA, dim=0)
-
-
-def _soft_alignment_cost(distances: Tensor) -> Tensor:
-    """OTAM cumulative cost of one direction: distances [..., R, C] -> [...].
-
-    The column axis is padded with a zero column on each side ([R, C+2]). Row 0 is a hard
-    running sum; column 0 stays 0 (free start); later rows take the soft-min over up-left, up
-    and left in the first real column, over diagonal and left in the middle columns, and over
-    diagonal, up and left in the last (padding) column, which holds the free end.
-    """
-    rows, columns = distances.shape[-2:]
-    # Cell-major layout [R, C+2, ...]: each cell below is one contiguous slice over all episodes, queries
-    # and supports (the same arithmetic as [..., R, C+2], several times faster on CPU).
-    padded = F.pad(distances, (1, 1)).movedim((-2, -1), (0, 1)).contiguous()  # [R, C+2, ...]
-    previous = padded[0].cumsum(dim=0)  # row 0; padded[0, 0] = 0 keeps column 0 at 0
-    for row in range(1, rows):
-        row_distances = padded[row]
-        cells = [torch.zeros_like(previous[0])]
-        cells.append(row_distances[1] + _soft_min(previous[0], previous[1], cells[0]))
-        for column in range(2, columns + 1):
-            cells.append(row_distances[column] + _soft_min(previous[column - 1], cells[column - 1]))
-        cells.append(_soft_min(previous[columns], previous[columns + 1], cells[columns]))
-        previous = torch.stack(cells)
-    return previous[columns + 1]
 
 
 # --------------------------------------------------------------------------- recipes

@@ -35,7 +35,10 @@ def _encoded(head: FewShotHead):
     generator = torch.Generator().manual_seed(1)
     shape = (VIDEOS, FRAMES, DIM, 2, 2) if head.feature_maps else (VIDEOS, FRAMES, DIM)
     with torch.inference_mode():
-        return head.encode(torch.rand(shape, generator=generator))
+        reps = head.encode(torch.rand(shape, generator=generator))
+    if head.needs_class_text:  # the harness adds each video's class-text embedding after encode
+        reps = {**reps, "class_text": torch.rand(VIDEOS, DIM, generator=generator)}
+    return reps
 
 
 def _episodes(count: int, shot: int, seed: int = 2) -> EpisodeSet:

@@ -180,7 +180,7 @@ def test_smoke_runs_only_when_asked_and_labelled(tmp_path):
     assert len(default.tables) == 1 and [n.option for n in default.not_shown] == ["--include-smoke"]
     asked = build_report(load_results(results, STANDARD), include_smoke=True, n_bootstrap=100)
     smoke = [t for t in asked.tables if t.status == "smoke"]
-    assert len(smoke) == 1 and smoke[0].name == "synthetic 5-shot [smoke]" and asked.not_shown == ()
+    assert len(smoke) == 1 and smoke[0].name == "synthetic 5-shot small-cnn finetune [smoke]" and asked.not_shown == ()
 
 
 def test_unpairable_runs_with_the_same_fingerprint_are_refused():
@@ -232,7 +232,7 @@ def test_training_seeds_aggregate_and_untrained_runs_are_their_own_row(tmp_path)
         write_run(results, "otam", "synthetic", 5, correct[key], train_seed=seed)
     write_run(results, "tsn", "synthetic", 5, correct["tsn"])
     write_run(results, "otam", "synthetic", 5, correct["raw"], untrained=True)
-    report = build_report(load_results(results, STANDARD), published={"otam": {("synthetic", 5): 80.0}}, n_bootstrap=100)
+    report = build_report(load_results(results, STANDARD), published={"otam": {("synthetic", 5, "small-cnn"): 80.0, ("synthetic", 5): 70.0}}, n_bootstrap=100)
     (table,) = report.tables
     otam = table.row("otam")
     run_means = [100.0 * correct[k].mean() / QUERIES for k in ("s0", "s1", "s2")]
@@ -248,7 +248,7 @@ def test_training_seeds_aggregate_and_untrained_runs_are_their_own_row(tmp_path)
     assert table.row("tsn").published is None and table.row("tsn").published_delta is None
     stamps_path = next((results / "runs").glob("tsn__*")) / "stamps.json"
     stamps_path.write_text(json.dumps({**json.loads(stamps_path.read_text()), "comparable_to_papers": False}))
-    ours_only = build_report(load_results(results, STANDARD), published={"tsn": {("synthetic", 5): 60.0}}, n_bootstrap=10)
+    ours_only = build_report(load_results(results, STANDARD), published={"tsn": {("synthetic", 5, "small-cnn"): 60.0}}, n_bootstrap=10)
     assert ours_only.tables[0].row("tsn").published is None  # e.g. finegym: defined by us, not comparable
 
 
@@ -276,16 +276,17 @@ def test_a_rerun_of_the_same_training_seed_supersedes_the_older_run(tmp_path):
     assert any(old.name in line and "older run" in line for line in status_lines(report))
 
 
-def test_variants_of_one_method_get_distinct_labels(tmp_path):
+def test_each_backbone_and_track_gets_its_own_table(tmp_path):
+    """Two backbones (or tracks) of one method on the same episodes: separate tables, never rows of one table."""
     results = tmp_path / "results"
-    correct = simulate_correct(200, {"a": 0.0, "b": 3.0}, np.random.default_rng(4))
+    correct = simulate_correct(200, {"a": 0.0, "b": 3.0, "c": 1.0}, np.random.default_rng(4))
     write_run(results, "otam", "synthetic", 5, correct["a"], backbone="small-cnn")
     write_run(results, "otam", "synthetic", 5, correct["b"], backbone="resnet50")
-    (table,) = build_report(load_results(results, STANDARD), n_bootstrap=100).tables
-    assert sorted(row.label for row in table.rows) == ["otam (resnet50)", "otam (small-cnn)"]
-    assert all(row.n_seeds == 1 for row in table.rows)
-    (chosen,) = build_report(load_results(results, STANDARD), baseline="otam (small-cnn)", n_bootstrap=100).tables
-    assert chosen.baseline == "otam (small-cnn)"
+    write_run(results, "otam", "synthetic", 5, correct["c"], backbone="small-cnn", track="frozen")
+    tables = build_report(load_results(results, STANDARD), n_bootstrap=100).tables
+    assert sorted((t.backbone, t.track, tuple(r.label for r in t.rows)) for t in tables) == [
+        ("resnet50", "finetune", ("otam",)), ("small-cnn", "finetune", ("otam",)), ("small-cnn", "frozen", ("otam",))]
+    assert len({t.name for t in tables}) == 3 and all(t.rows[0].n_seeds == 1 for t in tables)
 
 
 # --------------------------------------------------------------------------- across cells

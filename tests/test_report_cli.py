@@ -23,7 +23,7 @@ class Head(FewShotHead):
     pass
 
 
-CARDS = (MethodCard(name="otam", head=Head, published={("synthetic", 5): 70.5}),
+CARDS = (MethodCard(name="otam", head=Head, published={("synthetic", 5): 70.5}, published_backbone="small-cnn"),
          MethodCard(name="tsn", head=Head))
 '''
 

@@ -54,6 +54,22 @@ def test_golden_report_says_what_it_must(golden_report):
     assert "molo" not in render_any(golden_report, "csv"), "an incomplete run is never a result"
 
 
+def test_a_table_per_backbone_and_track_and_published_numbers_only_beside_their_backbone(golden_report):
+    cells = {(t.dataset, t.shot, t.backbone, t.track): t for t in golden_report.tables}
+    assert {("ucf101", 5, "resnet50", "finetune"), ("ucf101", 5, "clip-rn50", "finetune"),
+            ("synthetic", 5, "small-cnn", "finetune"), ("synthetic", 5, "small-cnn", "frozen")} <= set(cells)
+    assert cells[("ucf101", 5, "resnet50", "finetune")].row("otam").published == 88.9
+    assert cells[("ucf101", 5, "clip-rn50", "finetune")].row("otam").published is None  # published with ResNet-50
+    assert "synthetic 5-shot small-cnn frozen" in render_any(golden_report, "markdown")
+    table = pd.read_csv(io.StringIO(render_any(golden_report, "csv")))
+    assert {"backbone", "backbone_weights", "track"} <= set(table.columns)
+    clip_rows = table[(table["backbone"] == "clip-rn50")]
+    assert len(clip_rows) == 3 and clip_rows["published"].isna().all()
+    assert set(table[table["track"] == "frozen"]["method"]) == {"tsn", "otam", "trx"}
+    payload = json.loads(render_any(golden_report, "json"))
+    assert {(t["backbone"], t["track"]) for t in payload["tables"]} >= {("clip-rn50", "finetune"), ("small-cnn", "frozen")}
+
+
 def test_csv_and_json_are_machine_readable(golden_report):
     table = pd.read_csv(io.StringIO(render_any(golden_report, "csv")))
     assert {"method", "dataset", "shot", "episodes", "accuracy", "ci95", "status", "delta", "p_holm"} <= set(table.columns)

@@ -56,15 +56,18 @@ def protocol_for(dataset: str, shot: int, episodes: int = 200, seed: int = 0, wa
 def write_run(results_dir: Path, method: str, dataset: str, shot: int, correct: np.ndarray, *,
               protocol_episodes: int | None = None, standard_episodes: int | None = None, protocol_seed: int = 0,
               train_seed: int = 0, untrained: bool = False, finished: bool = True, backbone: str = "small-cnn",
-              episode_fingerprint: str | None = None, eval_precision: str | None = None) -> Path:
+              episode_fingerprint: str | None = None, eval_precision: str | None = None, track: str | None = None,
+              backbone_weights: str | None = None) -> Path:
     """Store one run of ``len(correct)`` scored episodes; returns its folder.
 
     ``protocol_episodes`` (default ``len(correct)``) above ``len(correct)`` makes a half-written run when
     ``finished`` is False; ``standard_episodes`` (default: the protocol's) above it makes a smoke run.
+    ``track``/``backbone_weights`` None: stamped as before tracks and weight tags existed (no keys).
     """
     episodes = protocol_episodes or len(correct)
     protocol = protocol_for(dataset, shot, episodes, protocol_seed)
-    digest = hashlib.sha256(f"{method}/{dataset}/{shot}/{train_seed}/{backbone}/{untrained}".encode()).hexdigest()
+    variant = f"/{track}/{backbone_weights}" if track or backbone_weights else ""
+    digest = hashlib.sha256(f"{method}/{dataset}/{shot}/{train_seed}/{backbone}/{untrained}{variant}".encode()).hexdigest()
     checkpoint = f"untrained:{digest}" if untrained else digest
     stamps = {
         "method": method, "method_origin": f"methods/{method}.py", "dataset": dataset, "shot": shot, "way": protocol.way,
@@ -75,6 +78,7 @@ def write_run(results_dir: Path, method: str, dataset: str, shot: int, correct: 
         "model": {"method": method, "backbone": backbone, "frames": 8, "size": 64, "options": {}},
         "training": {"trained": not untrained, **({} if untrained else {"recipe": {"iterations": 600}})},
         "started_at": "2026-01-01T00:00:00+00:00",
+        **({"track": track} if track else {}), **({"backbone_weights": backbone_weights} if backbone_weights else {}),
     }
     run_id = f"{method}__{dataset}__{shot}shot__p{protocol.fingerprint[:10]}__c{checkpoint.split(':')[-1][:10]}"
     if eval_precision:
@@ -92,21 +96,30 @@ OFFSETS = {"tsn": 0.0, "otam": 6.0, "trx": 7.0, "hyrsm": 1.0}
 
 
 def golden_results(results_dir: Path) -> Path:
-    """The folder every golden file is rendered from: 4 cells (synthetic, ucf101 × 1, 5 shots), tsn/otam/trx
-    everywhere, hyrsm in three cells, two training seeds of otam, an untrained tsn, a smoke run, a run of
-    another protocol, a half-written run and a corrupt one."""
+    """The folder every golden file is rendered from: 4 cells (synthetic on small-cnn, ucf101 on resnet50 × 1, 5
+    shots), tsn/otam/trx everywhere, hyrsm in three cells, two training seeds of otam, an untrained tsn, a smoke run,
+    a run of another protocol, a half-written run and a corrupt one; plus ucf101 5-shot on clip-rn50 (its own table,
+    no published numbers) and synthetic 5-shot on the frozen track (its own table)."""
     rng = np.random.default_rng(20260101)
     for dataset in ("synthetic", "ucf101"):
+        backbone = "small-cnn" if dataset == "synthetic" else "resnet50"
         for shot in (1, 5):
             correct = simulate_correct(200, {**OFFSETS, "otam-seed1": 5.0, "tsn-untrained": -30.0}, rng)
             for method in ("tsn", "otam", "trx"):
-                write_run(results_dir, method, dataset, shot, correct[method])
+                write_run(results_dir, method, dataset, shot, correct[method], backbone=backbone)
             if (dataset, shot) != ("ucf101", 1):
-                write_run(results_dir, "hyrsm", dataset, shot, correct["hyrsm"])
+                write_run(results_dir, "hyrsm", dataset, shot, correct["hyrsm"], backbone=backbone)
             if (dataset, shot) == ("synthetic", 5):
                 write_run(results_dir, "otam", dataset, shot, correct["otam-seed1"], train_seed=1)
             if (dataset, shot) == ("synthetic", 1):
                 write_run(results_dir, "tsn", dataset, shot, correct["tsn-untrained"], untrained=True)
+    clip = simulate_correct(200, {"tsn": 3.0, "otam": 9.0, "trx": 8.0}, rng)
+    for method in ("tsn", "otam", "trx"):
+        write_run(results_dir, method, "ucf101", 5, clip[method], backbone="clip-rn50", track="finetune",
+                  backbone_weights="open_clip:RN50/openai")
+    frozen = simulate_correct(200, {"tsn": -4.0, "otam": 2.0, "trx": 1.0}, rng)
+    for method in ("tsn", "otam", "trx"):
+        write_run(results_dir, method, "synthetic", 5, frozen[method], track="frozen", backbone_weights="synthetic-train")
     smoke = simulate_correct(50, {"otam": 6.0}, rng)["otam"]
     write_run(results_dir, "otam", "synthetic", 5, smoke, standard_episodes=200)  # 50 of 200 episodes: smoke
     other = simulate_correct(200, {"tsn": 0.0}, rng)["tsn"]

@@ -1,8 +1,9 @@
-"""`fsar-bench methods` and `fsar-bench datasets`: what can be run.
+"""`fsar-bench methods`, `fsar-bench backbones` and `fsar-bench datasets`: what can be run.
 
 Usage::
 
     fsar-bench methods
+    fsar-bench backbones
     fsar-bench datasets
 """
 
@@ -38,6 +39,28 @@ def register(app: typer.Typer) -> None:
             stderr.print(f"[red]duplicate method name {name!r}[/]: defined in {' and '.join(origins)}")
         for failure in registry.failures:
             stderr.print(f"[red]plugin failed to load[/]: {failure.origin}: {failure.message}")
+
+    @app.command("backbones")
+    @handle_errors
+    def backbones_command() -> None:
+        """List every backbone: its outputs and their d, pinned weights, pip extra and origin."""
+        from fsar_bench.backbones import discover_backbones
+
+        registry = discover_backbones()
+        table = Table(title="backbones")
+        for column in ("name", "outputs (d)", "weights (first = pretrained)", "extra", "summary", "origin"):
+            table.add_column(column)
+        for name in registry.names():
+            entry = registry.backbones[name]
+            card = entry.card
+            outputs = ", ".join(f"{kind} {dim}" for kind, dim in card.outputs.items())
+            weights = ", ".join(f"{spec.tag} = {spec.pin}" for spec in card.weights)
+            table.add_row(name, outputs, weights, card.extra or "-", card.summary, entry.origin)
+        stdout.print(table)
+        for name, origins in registry.duplicates.items():
+            stderr.print(f"[red]duplicate backbone name {name!r}[/]: defined in {' and '.join(origins)}")
+        for failure in registry.failures:
+            stderr.print(f"[red]backbone plugin failed to load[/]: {failure.origin}: {failure.message}")
 
     @app.command("datasets")
     @handle_errors

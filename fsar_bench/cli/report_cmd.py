@@ -41,7 +41,9 @@ def published_numbers(config: Config) -> dict[str, dict[tuple[str, int], float]]
     for failure in registry.failures:
         stderr.print(f"warning: {failure.origin}: {failure.message}; its published numbers are left empty",
                      markup=False)
-    return {name: dict(entry.card.published) for name, entry in registry.methods.items()}
+    return {name: {(*key[:2], key[2] if len(key) > 2 else entry.card.published_backbone): value
+                   for key, value in entry.card.published.items()}
+            for name, entry in registry.methods.items()}
 
 
 def register(app: typer.Typer) -> None:

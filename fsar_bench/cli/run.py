@@ -22,8 +22,10 @@ DatasetOpt = Annotated[str, typer.Option("--dataset", "-d", help="Benchmark name
 EpisodesOpt = Annotated[Optional[int], typer.Option(help="Episodes per shot (default: bench.toml, 10,000). Fewer = smoke run.")]
 SeedOpt = Annotated[Optional[int], typer.Option(help="Episode seed (default: bench.toml).")]
 DeviceOpt = Annotated[Optional[str], typer.Option(help="auto | cpu | cuda | cuda:N.")]
-BackboneOpt = Annotated[Optional[str], typer.Option(help="resnet50 | small-cnn (default: by dataset).")]
-WeightsOpt = Annotated[Optional[str], typer.Option("--backbone-weights", help="imagenet | none | PATH to a .pth.")]
+BackboneOpt = Annotated[Optional[str], typer.Option(help="Backbone plugin: resnet50, clip-rn50, clip-vit-b16, dinov2-vit-b14, small-cnn (default: by dataset; see `fsar-bench backbones`).")]
+WeightsOpt = Annotated[Optional[str], typer.Option("--backbone-weights", help="pretrained (the backbone's pinned weights) | a weight tag (imagenet, openai, lvd142m) | none (random) | PATH.")]
+TrackOpt = Annotated[Optional[str], typer.Option(help="finetune (default: backbone trained with the head) | frozen "
+                                                "(features stored once per video, heads trained on them).")]
 TrainSeedOpt = Annotated[Optional[int], typer.Option(help="Training seed (default: bench.toml).")]
 ResultsOpt = Annotated[Optional[Path], typer.Option(help="Results folder (default: bench.toml [paths] results).")]
 WorkersOpt = Annotated[Optional[int], typer.Option(help="Video decoding worker processes.")]
@@ -44,8 +46,9 @@ def _data_options(splits_dir: Optional[Path], allow_missing: bool, trust_splits:
 
 
 def _cli_values(episodes=None, seed=None, device=None, backbone=None, backbone_weights=None, train_seed=None,
-                results=None, workers=None, precision=None) -> dict[str, Any]:
+                results=None, workers=None, precision=None, track=None) -> dict[str, Any]:
     return {"protocol.episodes": episodes, "protocol.seed": seed, "run.device": device, "run.backbone": backbone,
+            "run.track": track,
             "run.backbone_weights": backbone_weights, "run.train_seed": train_seed,
             "paths.results": str(results.resolve()) if results else None, "run.workers": workers,
             "run.precision": precision}
@@ -105,6 +108,7 @@ def register(app: typer.Typer) -> None:
         device: DeviceOpt = None,
         backbone: BackboneOpt = None,
         backbone_weights: WeightsOpt = None,
+        track: TrackOpt = None,
         train_seed: TrainSeedOpt = None,
         results: ResultsOpt = None,
         workers: WorkersOpt = None,
@@ -115,7 +119,7 @@ def register(app: typer.Typer) -> None:
         precision: PrecisionOpt = None,
     ) -> None:
         """Train where no checkpoint exists, evaluate the test episodes, store and print the results."""
-        cli = _cli_values(episodes, seed, device, backbone, backbone_weights, train_seed, results, workers, precision)
+        cli = _cli_values(episodes, seed, device, backbone, backbone_weights, train_seed, results, workers, precision, track)
         _evaluate(ctx, method, dataset, shots, cli, checkpoint, no_train, retrain,
                   _data_options(splits_dir, allow_missing, trust_splits), accept_code_change)
 
@@ -132,6 +136,7 @@ def register(app: typer.Typer) -> None:
         device: DeviceOpt = None,
         backbone: BackboneOpt = None,
         backbone_weights: WeightsOpt = None,
+        track: TrackOpt = None,
         train_seed: TrainSeedOpt = None,
         results: ResultsOpt = None,
         workers: WorkersOpt = None,
@@ -142,7 +147,7 @@ def register(app: typer.Typer) -> None:
         precision: PrecisionOpt = None,
     ) -> None:
         """Evaluate only (never trains): the given or default checkpoint, else the untrained model."""
-        cli = _cli_values(episodes, seed, device, backbone, backbone_weights, train_seed, results, workers, precision)
+        cli = _cli_values(episodes, seed, device, backbone, backbone_weights, train_seed, results, workers, precision, track)
         _evaluate(ctx, method, dataset, shots, cli, checkpoint, no_train=checkpoint is None, retrain=False,
                   data=_data_options(splits_dir, allow_missing, trust_splits), accept_code_change=accept_code_change)
 
@@ -156,6 +161,7 @@ def register(app: typer.Typer) -> None:
         device: DeviceOpt = None,
         backbone: BackboneOpt = None,
         backbone_weights: WeightsOpt = None,
+        track: TrackOpt = None,
         train_seed: TrainSeedOpt = None,
         results: ResultsOpt = None,
         workers: WorkersOpt = None,
@@ -173,7 +179,7 @@ def register(app: typer.Typer) -> None:
         from fsar_bench.store import check_writable
 
         config = config_from(ctx, _cli_values(None, None, device, backbone, backbone_weights, train_seed, results, workers,
-                                              precision))
+                                              precision, track))
         if is_main_process():  # before any work: training must be able to save its checkpoint
             check_writable(config.path("results"))
         entry = get_method(config, method)

@@ -23,7 +23,7 @@ augmentation does not use are not made.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -93,6 +93,12 @@ class TrainClipMaker:
             )
 
         return cls(recipe.frame_sampler, frames, size, augment("supports"), augment("queries"))
+
+    def without_augmentation(self) -> TrainClipMaker:
+        """The same frames, through the test transform (resize, centre crop): the frozen track's clips, whose
+        features were extracted from test-transformed frames."""
+        plain = replace(self.support, random_crop=False, flip=False, jitter=(0.0,) * 5)
+        return replace(self, support=plain, query=plain)
 
     def frame_indices(self, num_frames: int, rng: np.random.Generator) -> list[int]:
         """The frames to read from a video of ``num_frames`` frames (first draws of the clip's Generator)."""

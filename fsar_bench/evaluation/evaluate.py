@@ -68,16 +68,18 @@ class EncodeResult:
 
 
 @torch.inference_mode()
-def encode_clips(model: FSARModel, clips: list[torch.Tensor], precision: Precision | None = None) -> Reps:
+def encode_clips(model: FSARModel, clips: list[torch.Tensor], precision: Precision | None = None,
+                 video_ids: list[str] | None = None) -> Reps:
     """uint8 clips ``[T, H, W, 3]`` -> per-video representations on CPU (float32); autocast at ``precision``
-    (default ``resolve_precision("auto")``: bf16 or fp16 on GPU, fp32 on CPU)."""
+    (default ``resolve_precision("auto")``: bf16 or fp16 on GPU, fp32 on CPU). ``video_ids``: the clips' videos
+    (heads using class text need them)."""
     precision = precision or resolve_precision("auto", model.device)
     if all(clip.shape == clips[0].shape for clip in clips):
         pixels = model.prepare(torch.stack(clips))
     else:
         pixels = torch.cat([model.prepare(clip.unsqueeze(0)) for clip in clips])
     with precision.autocast(model.device):
-        reps = model.encode(pixels)
+        reps = model.encode(pixels, video_ids)
     return map_reps(reps, lambda t: t.float().cpu())
 
 
@@ -149,7 +151,7 @@ def encode_unique(
         with writes as put:
             for batch in iterate_clip_batches([paths[p] for p in mine], frames, workers=workers, batch_size=batch_videos):
                 positions = [mine[i] for i in batch.indices]
-                reps = encode_clips(model, batch.clips, precision)
+                reps = encode_clips(model, batch.clips, precision, [video_ids[p] for p in positions])
                 if put is not None:
                     for row, position in enumerate(positions):
                         video = map_reps(reps, lambda t: t[row].clone())
@@ -317,8 +319,11 @@ def evaluate_episodes(
     show_progress: bool = False,
     log: Callable[[str], None] | None = None,
     precision: Precision | None = None,
+    encode: Callable[[list[str]], Reps] | None = None,
 ) -> dict[str, float | int]:
     """Encode each unique video of ``episode_ids`` once (through ``cache``), then score the episodes in batches.
+    ``encode`` (the frozen track's feature store): per-video encodings of the given ids from elsewhere, instead of
+    decoding the videos.
 
     ``on_batch(ids [B], predictions [B, Q])`` is called batch by batch, in episode order (on every rank under
     torchrun). ``batch`` 0 sizes batches from the memory budget. Both the test evaluation (``runner``) and the
@@ -328,10 +333,14 @@ def evaluate_episodes(
     video_ids = [episodes.video_ids[v] for v in needed]
     if log:
         log(f"{len(episode_ids)} episodes to score, {len(needed)} unique videos to encode")
-    with step_progress(f"encode {len(needed)} videos", len(needed), show_progress and dist.is_main) as advance:
-        encoded = encode_unique(model, video_ids, [video_path(v) for v in video_ids], episodes.protocol.frames,
-                                cache=cache, context=context, workers=workers, dist=dist, progress=advance,
-                                precision=precision)
+    if encode is not None:
+        started = time.time()
+        encoded = EncodeResult(encode(video_ids), 0, len(video_ids), time.time() - started)
+    else:
+        with step_progress(f"encode {len(needed)} videos", len(needed), show_progress and dist.is_main) as advance:
+            encoded = encode_unique(model, video_ids, [video_path(v) for v in video_ids], episodes.protocol.frames,
+                                    cache=cache, context=context, workers=workers, dist=dist, progress=advance,
+                                    precision=precision)
     if log:
         log(f"encodings: {encoded.from_cache} of {len(needed)} from the cache, {encoded.encoded} encoded "
             f"({encoded.seconds:.1f} s)")
@@ -373,15 +382,17 @@ def validation_accuracy(
     batch: int = 0,
     dist: Distributed = SINGLE,
     precision: Precision | None = None,
+    encode: Callable[[list[str]], Reps] | None = None,
 ) -> tuple[float, float]:
-    """(mean accuracy %, its 95% CI half-width 1.96 s/sqrt(N) over episodes), through ``evaluate_episodes``."""
+    """(mean accuracy %, its 95% CI half-width 1.96 s/sqrt(N) over episodes), through ``evaluate_episodes``
+    (``encode``: as there)."""
     correct = np.zeros(len(episodes), dtype=np.int64)
 
     def count(ids: np.ndarray, predictions: np.ndarray) -> None:
         correct[ids] = episode_accuracy(episodes, ids, predictions)
 
     evaluate_episodes(model, episodes, np.arange(len(episodes)), video_path, count, workers=workers, batch=batch,
-                      dist=dist, precision=precision)
+                      dist=dist, precision=precision, encode=encode)
     per_episode = 100.0 * correct / episodes.query.shape[1]
     ci95 = 1.96 * per_episode.std(ddof=1) / np.sqrt(len(per_episode)) if len(per_episode) > 1 else float("nan")
     return 100.0 * int(correct.sum()) / episodes.query.size, float(ci95)

@@ -32,9 +32,10 @@ from torch import Tensor
 
 from fsar_bench.errors import DataError, ProtocolMismatchError
 from fsar_bench.files import write_bytes_atomic
+from fsar_bench.model.backbones import LEGACY_WEIGHT_STAMPS
 
 CHECKPOINT_FORMAT = 2
-SPEC_KEYS_THAT_MUST_MATCH = ("method", "backbone", "backbone_dim", "frames", "size")
+SPEC_KEYS_THAT_MUST_MATCH = ("method", "backbone", "backbone_dim", "backbone_weights", "track", "frames", "size")
 
 
 def content_sha256(payload: dict[str, Any]) -> str:
@@ -100,10 +101,32 @@ def read_checkpoint(path: Path, accept_unstamped: bool = False) -> dict[str, Any
     return payload
 
 
+WEIGHTS_FROM_CHECKPOINT = "from checkpoint"
+"""A model's backbone weight stamp while a checkpoint given by path is to replace every weight (then: the file's)."""
+
+
+def stored_spec_value(stored: dict[str, Any], key: str) -> Any:
+    """A checkpoint's spec entry; checkpoints written before weights and tracks were stamped get their legacy values."""
+    if key in stored:
+        return stored[key]
+    if key == "backbone_weights":
+        return LEGACY_WEIGHT_STAMPS.get(stored.get("backbone", ""), (None,))[0]
+    if key == "track":
+        return "finetune"
+    return None
+
+
 def check_checkpoint_spec(path: Path, stored: dict[str, Any], expected: dict[str, Any]) -> None:
-    """Refuse a checkpoint trained for another method, backbone, frame count or size."""
-    mismatches = [f"{key}: checkpoint has {stored.get(key)!r}, this run needs {value!r}"
-                  for key, value in expected.items() if key in SPEC_KEYS_THAT_MUST_MATCH and stored.get(key) != value]
+    """Refuse a checkpoint trained for another method, backbone, weights, track, frame count or size."""
+    def differs(key: str, value: Any) -> bool:
+        if key == "backbone_weights" and value == WEIGHTS_FROM_CHECKPOINT:
+            return False
+        if key == "backbone_weights" and key not in stored:  # written before weight tags: its backbone's legacy tag
+            return value not in LEGACY_WEIGHT_STAMPS.get(stored.get("backbone", ""), (None,))
+        return stored_spec_value(stored, key) != value
+
+    mismatches = [f"{key}: checkpoint has {stored_spec_value(stored, key)!r}, this run needs {value!r}"
+                  for key, value in expected.items() if key in SPEC_KEYS_THAT_MUST_MATCH and differs(key, value)]
     if mismatches:
         raise ProtocolMismatchError(f"checkpoint {path} does not fit this run:\n  " + "\n  ".join(mismatches))
 
@@ -111,6 +134,8 @@ def check_checkpoint_spec(path: Path, stored: dict[str, Any], expected: dict[str
 def load_checkpoint_weights(model: torch.nn.Module, path: Path, payload: dict[str, Any]) -> None:
     """Check the spec, then load the weights; any missing, unexpected or mis-shaped tensor is refused by name."""
     check_checkpoint_spec(path, payload["spec"], model.spec)
+    if model.spec.get("backbone_weights") == WEIGHTS_FROM_CHECKPOINT:
+        model.spec["backbone_weights"] = stored_spec_value(payload["spec"], "backbone_weights")
     ours, theirs = model.state_dict(), payload["state_dict"]
     problems = [f"missing: {k}" for k in ours if k not in theirs]
     problems += [f"unexpected: {k}" for k in theirs if k not in ours]

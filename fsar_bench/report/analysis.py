@@ -35,10 +35,21 @@ from fsar_bench.errors import ProtocolMismatchError, UnknownNameError, UsageErro
 from fsar_bench.report.model import (
     CellTable, FriedmanSummary, IncompleteRun, NotShown, Report, ReportSettings, Row, RunSummary,
 )
-from fsar_bench.report.runs import LoadedResults, RunData
+from fsar_bench.report.runs import LEGACY_WEIGHT_STAMPS, LoadedResults, RunData
 
-Published = Mapping[str, Mapping[tuple[str, int], float]]
-"""Method name -> {(dataset, shot): published accuracy %}, from the method cards."""
+Published = Mapping[str, Mapping[tuple, float]]
+"""Method name -> {(dataset, shot, backbone): published accuracy %}, from the method cards; a ``(dataset, shot)`` key
+means the number was published with ResNet-50 (``DEFAULT_PUBLISHED_BACKBONE``)."""
+DEFAULT_PUBLISHED_BACKBONE = "resnet50"
+
+
+def published_value(published: Published, method: str, dataset: str, shot: int, backbone: str) -> float | None:
+    """The published number of ``method`` for this cell measured with ``backbone``, or None."""
+    numbers = published.get(method) or {}
+    value = numbers.get((dataset, shot, backbone))
+    if value is None and backbone == DEFAULT_PUBLISHED_BACKBONE:
+        value = numbers.get((dataset, shot))
+    return None if value is None else float(value)
 
 _STATUS_ORDER = {"complete": 0, "smoke": 1, "other-protocol": 2}
 
@@ -88,8 +99,8 @@ def _newest_per_seed(runs: list[RunData]) -> tuple[list[RunData], tuple[NotShown
     counted as a second training seed."""
     newest: dict[tuple, RunData] = {}
     for run in runs:
-        key = (run.dataset, run.shot, run.protocol_fingerprint, run.episode_fingerprint, run.method,
-               _variant_key(run), run.train_seed)
+        key = (run.dataset, run.shot, run.protocol_fingerprint, run.episode_fingerprint, run.backbone,
+               run.backbone_weights, run.track, run.method, _variant_key(run), run.train_seed)
         current = newest.get(key)
         if current is None or _started(run) > _started(current):
             newest[key] = run
@@ -116,9 +127,11 @@ def build_report(loaded: LoadedResults, *, baseline: str | None = None, publishe
     if n_bootstrap < 1:
         raise UsageError(f"--bootstrap must be at least 1, got {n_bootstrap}")
     selection = select_runs(loaded, include_smoke, protocols)
-    groups: dict[tuple[str, int, str, str], list[RunData]] = {}
-    for run in selection.shown:
-        groups.setdefault((run.dataset, run.shot, run.protocol_fingerprint, run.episode_fingerprint), []).append(run)
+    groups: dict[tuple[str, ...], list[RunData]] = {}
+    for run in selection.shown:  # a table per (dataset, shot, backbone and its weights, track) on one episode set
+        key = (run.dataset, str(run.shot), run.protocol_fingerprint, run.episode_fingerprint, run.backbone,
+               run.backbone_weights, run.track)
+        groups.setdefault(key, []).append(run)
     if baseline is not None:
         names = {run.method for run in selection.shown} | {label for runs in groups.values()
                                                             for label in _row_labels(runs).values()}
@@ -127,8 +140,8 @@ def build_report(loaded: LoadedResults, *, baseline: str | None = None, publishe
                                    "--baseline must name a method with results in this report.")
     settings = ReportSettings(baseline, alpha, n_bootstrap, bootstrap_seed)
     tables = [_build_table(runs, settings, published or {}) for runs in groups.values()]
-    tables.sort(key=lambda t: (t.dataset, t.shot, _STATUS_ORDER.get(t.status, 9), t.protocol_fingerprint,
-                               t.episode_fingerprint))
+    tables.sort(key=lambda t: (t.dataset, t.shot, t.backbone, t.track, t.backbone_weights, _STATUS_ORDER.get(t.status, 9),
+                               t.protocol_fingerprint, t.episode_fingerprint))
     friedman, note = _friedman(tables, alpha)
     return Report(settings, tuple(tables), friedman, note, selection.incomplete, selection.not_shown,
                   tuple(loaded.skipped))
@@ -196,8 +209,12 @@ def _make_row(label: str, runs: list[RunData], published: Published, dataset: st
         summaries.append(RunSummary(run.run_id, run.train_seed, str(run.stamps["checkpoint_sha256"]).split(":")[-1][:10],
                                     cell.mean, cell.ci95))
     run_means = [s.mean for s in summaries]
-    comparable = not first.untrained and first.stamps.get("comparable_to_papers") is not False
-    value = (published.get(first.method) or {}).get((dataset, shot)) if comparable else None
+    # papers fine-tuned their backbone end to end from its pretrained weights: published numbers stand beside
+    # fine-tuned, trained rows of that backbone only (never frozen, random-weight or untrained rows)
+    random_weights = first.backbone_weights == "none" and LEGACY_WEIGHT_STAMPS.get(first.backbone) != "none"
+    comparable = (not first.untrained and first.stamps.get("comparable_to_papers") is not False
+                  and first.track == "finetune" and not random_weights)
+    value = published_value(published, first.method, dataset, shot, first.backbone) if comparable else None
     return {"label": label, "method": first.method, "runs": tuple(summaries), "cell": stats.mean_ci(accuracy),
             "seed_std": float(np.std(run_means, ddof=1)) if len(runs) > 1 else float("nan"),
             "published": None if value is None else float(value), "accuracy": accuracy, "episodes": first.episodes,
@@ -247,7 +264,8 @@ def _build_table(runs: list[RunData], settings: ReportSettings, published: Publi
             p_holm_vs_best=vs_best[r["label"]][1], is_best=i == 0, marked=bool(marked[i]), **r)
         for i, r in enumerate(rows))
     return CellTable(first.dataset, first.shot, first.way, first.protocol_fingerprint, first.episode_fingerprint,
-                     first.status, first.detail, len(first.accuracy), baseline["label"], note, final)
+                     first.status, first.detail, len(first.accuracy), baseline["label"], note, final,
+                     first.backbone, first.backbone_weights, first.track)
 
 
 def _holm_against(rows: list[dict], reference: dict, compare) -> dict[str, tuple[stats.PairedComparison | None, float]]:

@@ -42,7 +42,7 @@ def mark(row: Row) -> str:
 
 def table_title(table: CellTable) -> str:
     title = (f"{table.name} · {table.way}-way · {table.n_episodes} episodes · protocol {table.protocol_fingerprint[:8]}"
-             f" · episodes {table.episode_fingerprint[:8]}")
+             f" · episodes {table.episode_fingerprint[:8]} · weights {table.backbone_weights}")
     return title + (f" · {table.detail}" if table.detail else "")
 
 
@@ -150,7 +150,7 @@ def notes(report: Report, detailed: bool = False) -> list[str]:
         "seeds: training seeds (runs) per row. The ± CI is over episodes and says nothing about training-seed "
         "variance; across seeds: mean ± std (ddof=1) of the run means; a row with several seeds uses the per-episode "
         "mean over its seeds.",
-        "published: the method card's number (the paper's own protocol and episodes); Δ pub = ours − published; "
+        "published: the method card's number (the paper's own protocol and episodes), shown only beside fine-tuned rows of the backbone it was published with; Δ pub = ours − published; "
         "empty where the card has none, for untrained rows and for datasets not comparable to papers.",
     ]
     if any(row.weights == WEIGHTS_REFERENCE for table in report.tables for row in table.rows):

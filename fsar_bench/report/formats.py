@@ -145,7 +145,8 @@ def table_records(report: Report) -> list[dict[str, Any]]:
         for row in table.rows:
             c = row.comparison
             record = {
-                "dataset": table.dataset, "shot": table.shot, "way": table.way, "method": row.method,
+                "dataset": table.dataset, "shot": table.shot, "way": table.way, "backbone": table.backbone,
+                "backbone_weights": table.backbone_weights, "track": table.track, "method": row.method,
                 "label": row.label, "weights": row.weights, "episodes": row.cell.n, "accuracy": row.cell.mean, "ci95": row.cell.ci95,
                 "std": row.cell.std, "protocol": table.protocol_fingerprint[:8], "status": table.status,
                 "episode_fingerprint": table.episode_fingerprint[:16], "seeds": row.n_seeds,

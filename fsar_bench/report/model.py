@@ -74,7 +74,8 @@ class Row:
 
 @dataclass(frozen=True)
 class CellTable:
-    """Every method evaluated on one episode set: same dataset, shot, protocol and episodes."""
+    """Every method evaluated on one episode set with one backbone on one track: same dataset, shot, protocol,
+    episodes, backbone (and weights) and track ("finetune" or "frozen")."""
 
     dataset: str
     shot: int
@@ -87,12 +88,15 @@ class CellTable:
     baseline: str  # label of the row every other row is compared with
     baseline_note: str  # non-empty when the requested baseline has no result here
     rows: tuple[Row, ...]  # best first
+    backbone: str = "unknown"
+    backbone_weights: str = "unknown"
+    track: str = "finetune"
 
     @property
     def name(self) -> str:
-        """``synthetic 5-shot``, tagged when not the standard protocol: ``synthetic 5-shot [smoke]``."""
+        """``synthetic 5-shot small-cnn finetune``, tagged when not the standard protocol: ``... [smoke]``."""
         tag = {"complete": "", "smoke": " [smoke]", "other-protocol": f" [protocol {self.protocol_fingerprint[:8]}]"}
-        return f"{self.dataset} {self.shot}-shot{tag.get(self.status, '')}"
+        return f"{self.dataset} {self.shot}-shot {self.backbone} {self.track}{tag.get(self.status, '')}"
 
     @property
     def best(self) -> Row:

@@ -42,6 +42,8 @@ from fsar_bench.store import (
 from fsar_bench.data.synthetic import benchmark_data_version
 
 STATUSES = ("complete", "smoke", "other-protocol", "incomplete")
+LEGACY_WEIGHT_STAMPS = {"small-cnn": "none", "resnet50": "torchvision:ResNet50_Weights.IMAGENET1K_V1"}
+"""Weights of runs stamped before weight tags existed (as ``fsar_bench.model.backbones``; the report imports no torch)."""
 PROTOCOL_KEYS = ("way", "queries_per_class", "frames", "seed")
 """Protocol settings compared with the configured protocol (besides ``episodes``)."""
 REQUIRED_STAMPS = ("method", "dataset", "shot", "way", "protocol", "protocol_fingerprint", "episode_fingerprint",
@@ -82,6 +84,22 @@ class RunData:
     @property
     def episode_fingerprint(self) -> str:
         return str(self.stamps["episode_fingerprint"])
+
+    @property
+    def backbone(self) -> str:
+        """The backbone the run was measured with (runs from before backbones were stamped: their model spec's)."""
+        return str(self.stamps.get("backbone") or (self.stamps.get("model") or {}).get("backbone") or "unknown")
+
+    @property
+    def backbone_weights(self) -> str:
+        """The backbone's weight tag; runs from before weights were stamped get their backbone's legacy tag."""
+        stamped = self.stamps.get("backbone_weights") or (self.stamps.get("model") or {}).get("backbone_weights")
+        return str(stamped or LEGACY_WEIGHT_STAMPS.get(self.backbone, "unknown"))
+
+    @property
+    def track(self) -> str:
+        """"finetune" (backbone trained with the head; every run from before tracks existed) or "frozen"."""
+        return str(self.stamps.get("track") or (self.stamps.get("model") or {}).get("track") or "finetune")
 
     @property
     def train_seed(self) -> int | None:
@@ -206,7 +224,8 @@ def load_results(results_dir: Path, expected_protocol: Mapping[str, Any] | None 
 
 
 # --------------------------------------------------------------------------- one row per run (pandas)
-COLUMNS = ["method", "dataset", "shot", "way", "episodes", "accuracy", "ci95", "std", "protocol", "status", "weights"]
+COLUMNS = ["method", "dataset", "shot", "way", "backbone", "track", "episodes", "accuracy", "ci95", "std", "protocol",
+           "status", "weights"]
 FORMATS = ("table", "markdown", "csv", "latex")
 
 
@@ -223,7 +242,7 @@ def collect_runs(results_dir: Path, expected_protocol: Mapping[str, Any] | None 
         summary = mean_ci(run.accuracy) if len(run.accuracy) else None
         rows.append({
             "method": run.method, "dataset": run.dataset, "shot": run.shot, "way": run.way,
-            "episodes": len(run.accuracy),
+            "backbone": run.backbone, "track": run.track, "episodes": len(run.accuracy),
             "accuracy": summary.mean if summary else float("nan"),
             "ci95": summary.ci95 if summary else float("nan"),
             "std": summary.std if summary else float("nan"),

@@ -1,0 +1,62 @@
+"""OpenAI CLIP ViT-B/16 image tower (``open_clip``, pretrained="openai"): pooled = projected class token ``[B, 512]``,
+tokens = patch tokens ``[B, (H/16)·(W/16), 768]``; the text tower embeds prompts into the 512-d pooled space.
+
+Needs ``pip install 'fsar-bench[clip]'``.
+
+Usage::
+
+    card = get_backbone_card("clip-vit-b16")
+    clip = card.build(card.resolve_weights("none"), image_size=224)
+    clip.pooled(frames)     # [B, 512]
+    clip.tokens(frames)     # [B, 196, 768]
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from fsar_bench.backbones._base import BackboneCard, FrameBackbone, Weights
+from fsar_bench.backbones._clip import CLIP_PREPROCESS, build_clip, clip_prompts_to_text, openai_tag
+
+MODEL_NAME = "ViT-B-16"
+
+
+class ClipViTB16(FrameBackbone):
+    """``visual``: CLIP's VisionTransformer (trained); the text tower is held outside the state dict."""
+
+    def __init__(self, weights: Weights, image_size: int = 224) -> None:
+        super().__init__()
+        model = build_clip("clip-vit-b16", MODEL_NAME, weights, image_size)
+        self.visual = model.visual
+        self.visual.output_tokens = True
+        model.visual = None
+        object.__setattr__(self, "_text_model", model)
+        self._text_model.requires_grad_(False)
+
+    def pooled(self, frames: Tensor) -> Tensor:
+        """[B, 3, H, W] -> projected class token [B, 512]."""
+        return self.visual(frames)[0]
+
+    def tokens(self, frames: Tensor) -> Tensor:
+        """[B, 3, H, W] -> patch tokens after the final LayerNorm [B, L, 768]."""
+        return self.visual(frames)[1]
+
+    def encode_text(self, prompts: list[str]) -> Tensor:
+        self._text_model.to(next(self.visual.parameters()).device)
+        return clip_prompts_to_text(self._text_model, MODEL_NAME, prompts)
+
+
+CARDS = (
+    BackboneCard(
+        name="clip-vit-b16",
+        build=ClipViTB16,
+        outputs={"pooled": 512, "tokens": 768},
+        stride=16,
+        preprocess=CLIP_PREPROCESS,
+        weights=(openai_tag("timm/vit_base_patch16_clip_224.openai", MODEL_NAME),),
+        summary="OpenAI CLIP ViT-B/16 via open_clip: projected 512-d class token, 768-d patch tokens, text tower",
+        extra="clip",
+        text_tower=True,
+        notes="No conv maps: heads that need them (MoLo, STRM, TEAM) refuse this backbone.",
+    ),
+)
