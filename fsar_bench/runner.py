@@ -114,7 +114,7 @@ def build_model(config: Config, entry: MethodEntry, benchmark: Benchmark, device
     overrides = config.method_overrides(entry.name)
     recipe = method_recipe(config, entry, benchmark.name)
     options = {**recipe.head_options, **overrides.get("options", {})}
-    backbone = overrides.get("backbone") or (config.run["backbone"] if config.run["backbone"] != "auto" else default_backbone(benchmark.name))
+    backbone = overrides.get("backbone") or (config.run["backbone"] if config.run["backbone"] != "auto" else default_backbone(benchmark.name, entry.card))
     track = config.run["track"]
     if track not in TRACKS:
         raise UsageError(f"unknown track {track!r}: use {' or '.join(TRACKS)}")

@@ -13,38 +13,63 @@ Usage::
     from fsar_bench.api import HeadConfig, add_episode_axis, support_to_episode
     from methods.clipfsar import ClipFsarHead
 
-    head = ClipFsarHead(HeadConfig(dim=1024, frames=8, num_base_classes=64, class_text={"train": train_texts}))
+    head = ClipFsarHead(HeadConfig(dim=1024, frames=8, num_base_classes=64, class_text={"train": train_texts},
+                                   options={"text_weight": 1.5}))          # λ_text of the Kinetics/UCF101 configs
     support = support_to_episode({**head.encode(support_features), "class_text": support_texts}, way=5, shot=1)
     logits = head.logits(support, add_episode_axis(head.encode(query_features)))       # [1, Q, N]
 """
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fsar_bench.api import FewShotHead, HeadConfig, LossOutput, MethodCard, Preprocess, Recipe, Reps, TrainEpisode
-from fsar_bench.layers import merge_heads, otam_alignment_cost, resolve_options, split_heads
+from fsar_bench.api import (
+    MOLO_REPO,
+    FewShotHead,
+    HeadConfig,
+    LossOutput,
+    MethodCard,
+    Preprocess,
+    Recipe,
+    ReleasedConfig,
+    Reps,
+    TrainEpisode,
+    adopted,
+    loss_weight,
+    molo_family_recipe,
+    synthetic_recipe,
+)
+from fsar_bench.layers import merge_heads, otam_alignment_cost, split_heads
 
-CLIPFSAR_OPTIONS: dict[str, Any] = {
-    "heads": 8,  # a literal 8 in the reference; head dim = d // 8
-    "mlp_ratio": 2,  # Transformer_v1's default mlp_dim 2048 = 2·d at d = 1024 (RN50)
-    "attention_dropout": 0.2,
-    "feed_forward_dropout": 0.05,
-    "softmin_lambda": 0.5,  # OTAM_cum_dist_v2's default
-    "cosine_eps": 0.01,
-    "text_weight": 3.0,  # λ_text (USE_CLASSIFICATION_VALUE), SSv2 configs
-    "reference_batch_size": 4,  # the reference divides the loss by BATCH_SIZE
-}
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 CLIPFSAR_PREPROCESS = Preprocess(resize="squash", resize_to=256, crop=224, mean=CLIP_MEAN, std=CLIP_STD)
 """The MoLo-repository test transform with CLIP's mean and std (the CLIP-FSAR configs' DATA.MEAN/STD)."""
 
+TRAIN_QUERIES_PER_CLASS = 5
+"""QUERY_PER_CLASS of every released CLIP-FSAR config, 1-shot and 5-shot alike (so no per-shot table)."""
 
+
+# --------------------------------------------------------------------------- options
+@dataclass(frozen=True)
+class ClipFsarOptions:
+    """CLIP-FSAR's sizes, constants and loss weight (the reference's values; recipes set λ_text per dataset)."""
+
+    heads: int = 8  # a literal 8 in the reference; head dim = d // 8
+    mlp_ratio: int = 2  # Transformer_v1's default mlp_dim 2048 = 2·d at d = 1024 (RN50)
+    attention_dropout: float = 0.2
+    feed_forward_dropout: float = 0.05
+    softmin_lambda: float = 0.5  # OTAM_cum_dist_v2's default
+    cosine_eps: float = 0.01
+    text_weight: float = loss_weight(3.0)  # λ_text (USE_CLASSIFICATION_VALUE); 3.0 in the SSv2 configs
+
+
+# --------------------------------------------------------------------------- head
 class TemporalTransformer(nn.Module):
     """CLIP-FSAR's ``Transformer_v1`` (depth 1): ``x1 = x + Attn(LN(x))``, ``x2 = x1 + FFN(x1)`` (no LN before the FFN).
 
@@ -86,17 +111,17 @@ class ClipFsarHead(FewShotHead):
     classes' text embeddings (a buffer outside the state dict, recomputed from the class names at build time).
     """
 
+    options_class = ClipFsarOptions
     needs_class_text = True
     class_prompt = "a photo of {}"
 
     def __init__(self, config: HeadConfig) -> None:
         super().__init__(config)
-        options = resolve_options(CLIPFSAR_OPTIONS, dict(config.options), "clipfsar")
-        self.options = options
+        options: ClipFsarOptions = self.options
         dim = config.dim
         self.scale = nn.Parameter(torch.ones(1))
-        self.transformer = TemporalTransformer(dim, int(options["heads"]), int(options["mlp_ratio"]) * dim,
-                                               float(options["attention_dropout"]), float(options["feed_forward_dropout"]))
+        self.transformer = TemporalTransformer(dim, options.heads, options.mlp_ratio * dim, options.attention_dropout,
+                                               options.feed_forward_dropout)
         train_text = config.class_text.get("train")
         if train_text is None:
             train_text = torch.zeros(config.num_base_classes, dim)
@@ -120,15 +145,14 @@ class ClipFsarHead(FewShotHead):
 
     def frame_distances(self, prototypes: Tensor, query: Tensor) -> Tensor:
         """prototypes [E, N, T, d], query [E, Q, T, d] -> D [E, Q, N, T, T] = 1 - cos_eps (query frame = row)."""
-        eps = float(self.options["cosine_eps"])
+        eps = self.options.cosine_eps
         dots = torch.einsum("eqid,enjd->eqnij", query, prototypes)
         norms = query.norm(dim=-1)[:, :, None, :, None] * prototypes.norm(dim=-1)[:, None, :, None, :]
         return 1 - dots / (norms + eps)
 
     def alignment_costs(self, distances: Tensor) -> tuple[Tensor, Tensor]:
         """D [..., T, T] -> (cum(D), cum(Dᵀ)), each [...]."""
-        lam = float(self.options["softmin_lambda"])
-        both = otam_alignment_cost(torch.stack((distances, distances.transpose(-1, -2))), lam)
+        both = otam_alignment_cost(torch.stack((distances, distances.transpose(-1, -2))), self.options.softmin_lambda)
         return both[0], both[1]
 
     def logits(self, support: Reps, query: Reps) -> Tensor:
@@ -141,14 +165,18 @@ class ClipFsarHead(FewShotHead):
     def class_logits(self, frames: Tensor) -> Tensor:
         """Video-text logits over the train classes: [V, T, d] -> [V, num_base_classes] = scale·cos_eps(mean frame, text)."""
         videos = frames.mean(dim=1)
-        eps = float(self.options["cosine_eps"])
+        eps = self.options.cosine_eps
         dots = videos @ self.train_text.T
         norms = videos.norm(dim=-1)[:, None] * self.train_text.norm(dim=-1)[None, :]
         return self.scale * dots / (norms + eps)
 
     # -- training
     def loss(self, support_features: Tensor, query_features: Tensor, episode: TrainEpisode) -> LossOutput:
-        """(CE(logits) + λ_text·CE(video-text logits over the train classes)) / reference batch size."""
+        """CE(logits) + λ_text·CE(video-text logits over the train classes).
+
+        ``total`` is the reference's per-episode loss × BATCH_SIZE (4): the reference divides by 4 and accumulates
+        4 episodes per GPU over 4 GPUs, so ``total / episodes_per_step`` (16) gives its gradient (as HyRSM, MoLo).
+        """
         way, shot = episode.way, episode.shot
         support = {"frames": support_features.reshape(1, way, shot, *support_features.shape[1:]),
                    "class_text": self.train_text[episode.support_base_labels].reshape(1, way, shot, -1)}
@@ -157,11 +185,12 @@ class ClipFsarHead(FewShotHead):
         class_logits = self.class_logits(torch.cat([support_features, query_features]))
         targets = torch.cat([episode.support_base_labels, episode.query_base_labels])
         ce_text = F.cross_entropy(class_logits, targets)
-        total = (ce + float(self.options["text_weight"]) * ce_text) / float(self.options["reference_batch_size"])
+        total = ce + self.options.text_weight * ce_text
         return LossOutput(total=total, terms={"ce": ce.detach(), "ce_text": ce_text.detach()}, logits=logits)
 
     # -- reference checkpoints
     def reference_key_map(self) -> dict[str, str]:
+        """Our key -> the reference's (``CNN_OTAM_CLIPFSAR``: ``scale`` and ``context2.layers.0.*``)."""
         prefix = "context2.layers.0."
         names = {"scale": "scale", "transformer.norm": prefix + "0.norm", "transformer.to_q": prefix + "0.fn.to_q",
                  "transformer.to_k": prefix + "0.fn.to_k", "transformer.to_v": prefix + "0.fn.to_v",
@@ -173,71 +202,123 @@ class ClipFsarHead(FewShotHead):
             mapped[key] = names[key] if key in names else f"{names[stem]}.{leaf}"
         return mapped
 
-    def ignored_reference_keys(self) -> tuple[str, ...]:
-        return ()
+
+# --------------------------------------------------------------------------- recipes
+_NO_QUERY_AUGMENTATION = ("No AUGMENTATION.SUPPORT_QUERY_DIFF (COLOR_AUG false): supports and queries alike get the "
+                          "squash to 256x256 and a random 224 crop, never a flip or colour jitter")
 
 
-# --------------------------------------------------------------------------- card
-EPISODES_PER_REFERENCE_ITERATION = 4  # one episode per GPU, 4 GPUs
-REFERENCE_ITERATIONS_PER_STEP = 4  # BATCH_SIZE_PER_TASK: the optimiser steps every 4 iterations (16 episodes)
-
-
-def _reference_recipe(lr: float, warmup_start_lr: float, steps_iter: int, decays: tuple[int, ...], iterations: int,
-                      text_weight: float, config: str) -> Recipe:
-    """A released CLIP-FSAR config as its training loop runs it (parity README, "Released training recipes"),
-    in episodes: warm-up over the first STEPS_ITER iterations, ×0.1 at each as-run decay iteration."""
-    scale = EPISODES_PER_REFERENCE_ITERATION
-    return Recipe(
-        optimizer="adam",
-        lr=lr,
-        iterations=iterations * scale,
-        episodes_per_step=REFERENCE_ITERATIONS_PER_STEP * scale,
-        train_queries_per_class=5,
-        weight_decay=1e-3,
-        warmup=steps_iter * scale,
-        warmup_start_lr=warmup_start_lr,
-        lr_steps=tuple(step * scale for step in decays),
-        lr_factors=tuple(0.1 for _ in decays),
-        loss_weights={"text_weight": text_weight},
-        val_every=steps_iter * scale,
-        val_episodes=1000,
-        notes=(f"{config} (alibaba-mmai-research/CLIP-FSAR@30cf0a8, identical in MoLo@f7f73b6): Adam β (0.9, 0.999), "
-               f"L2 weight decay 1e-3 from the base config; lr {lr:g} warmed up linearly from {warmup_start_lr:g} over "
-               f"{steps_iter} reference iterations, ×0.1 at iterations {', '.join(str(d) for d in decays)} (as run); "
-               f"{iterations} iterations of 4 episodes, optimiser step every 16 episodes; 5 train queries per class; "
-               f"λ_text {text_weight}. Trained at the protocol's shot (see notes)."),
+def _released(folder: str, name: str, lines: dict[str, int], *, lr: float, warmup_from: float, steps_iter: int,
+              steps: tuple[int, ...], lrs: tuple[float, ...], tasks: int, val_fre_iter: int, text_weight: float,
+              sampler: str = "molo-segment", query_augmentation: bool = False, five_shot: str = "") -> Recipe:
+    """One released ``configs/projects/CLIPFSAR/<folder>/CLIPFSAR_<name>_1shot_v1.yaml`` (values and their lines),
+    on the MoLo-repository trainer as it runs (``molo_family_recipe``: as-run schedule, optimiser groups)."""
+    path = f"configs/projects/CLIPFSAR/{folder}/CLIPFSAR_{name}_1shot_v1.yaml"
+    config = ReleasedConfig(MOLO_REPO, path, lines)
+    augmentation = (f"AUGMENTATION.SUPPORT_QUERY_DIFF (line {lines['SUPPORT_QUERY_DIFF']}): queries also flipped and "
+                    "colour-jittered" if query_augmentation else _NO_QUERY_AUGMENTATION)
+    notes = (f"{path} (the _5shot_v1.yaml file differs in SHOT_TEST 5 and MERGE_BEFORE{five_shot}: it trains 1-shot "
+             f"episodes; we train at the protocol's shot). {augmentation}.")
+    recipe = molo_family_recipe(
+        config, lr=lr, warmup_start_lr=warmup_from, steps_iter=steps_iter, steps=steps, lrs=lrs, num_train_tasks=tasks,
+        batch_size_per_task=4, val_fre_iter=val_fre_iter, query_per_class=TRAIN_QUERIES_PER_CLASS,
+        frame_sampler=sampler, head_options={"text_weight": (text_weight, "USE_CLASSIFICATION_VALUE")},
+        query_augmentation=query_augmentation, notes=notes,
     )
+    if not query_augmentation:
+        return recipe
+    switch = config.source("SUPPORT_QUERY_DIFF", note="true")
+    sources = {**recipe.sources, **{key: f"{recipe.sources[key]}; {switch}" for key in ("flip", "color_jitter")}}
+    return dataclasses.replace(recipe, sources=sources)
 
+
+_SSV2_FULL = _released(
+    "ssv2_full", "SSv2_Full", dict(USE_CLASSIFICATION_VALUE=6, QUERY_PER_CLASS=12, NUM_TRAIN_TASKS=14, VAL_FRE_ITER=16,
+                                   BATCH_SIZE_PER_TASK=19, SAMPLING_RATE=43, BASE_LR=58, STEPS_ITER=60, STEPS=61,
+                                   LRS=62, WARMUP_START_LR=67),
+    lr=5e-5, warmup_from=1e-5, steps_iter=4000, steps=(0, 4, 6), lrs=(1, 0.1, 0.01), tasks=30_000, val_fre_iter=1000,
+    text_weight=3.0)
+_KINETICS = _released(
+    "kinetics100", "K100", dict(USE_CLASSIFICATION_VALUE=7, QUERY_PER_CLASS=14, NUM_TRAIN_TASKS=16, VAL_FRE_ITER=18,
+                                BATCH_SIZE_PER_TASK=21, SUPPORT_QUERY_DIFF=29, SAMPLING_RATE=46, BASE_LR=61,
+                                STEPS_ITER=63, STEPS=64, LRS=65, WARMUP_START_LR=70),
+    lr=1e-5, warmup_from=5e-6, steps_iter=250, steps=(0, 6, 9), lrs=(1, 0.1, 0.01), tasks=5000, val_fre_iter=100,
+    text_weight=1.5, sampler="molo-kinetics", query_augmentation=True)
 
 CLIPFSAR_RECIPES = {
-    "ssv2-full": _reference_recipe(5e-5, 1e-5, 4000, (8000, 12000), 30_000, 3.0, "configs/projects/CLIPFSAR/ssv2_full"),
-    "ssv2-small": _reference_recipe(5e-5, 2e-5, 2000, (4000, 6000), 30_000, 3.0, "configs/projects/CLIPFSAR/ssv2_small"),
-    "kinetics100-molo": _reference_recipe(1e-5, 5e-6, 250, (750, 1250), 5000, 1.5, "configs/projects/CLIPFSAR/kinetics100"),
-    "ucf101": _reference_recipe(2e-6, 1e-7, 600, (1200, 1800), 3000, 1.5, "configs/projects/CLIPFSAR/ucf101"),
-    "hmdb51": _reference_recipe(1e-5, 1e-6, 700, (1400, 2100), 5000, 1.2, "configs/projects/CLIPFSAR/hmdb51"),
-    "synthetic": Recipe(
-        optimizer="adam", lr=1e-3, iterations=150, episodes_per_step=1, train_queries_per_class=5,
-        loss_weights={"text_weight": 3.0}, val_every=50, val_episodes=100,
+    "ssv2-full": _SSV2_FULL,
+    "ssv2-small": _released(
+        "ssv2_small", "SSv2_Small", dict(USE_CLASSIFICATION_VALUE=6, QUERY_PER_CLASS=12, NUM_TRAIN_TASKS=14,
+                                         VAL_FRE_ITER=16, BATCH_SIZE_PER_TASK=18, SAMPLING_RATE=44, BASE_LR=59,
+                                         STEPS_ITER=61, STEPS=62, LRS=63, WARMUP_START_LR=68),
+        lr=5e-5, warmup_from=2e-5, steps_iter=2000, steps=(0, 4, 6), lrs=(1, 0.1, 0.01), tasks=30_000,
+        val_fre_iter=1000, text_weight=3.0),
+    "kinetics100-molo": _KINETICS,
+    "kinetics100": adopted(_KINETICS, "CLIP-FSAR trained on the MoLo/HyRSM Kinetics list (kinetics100-molo: its "
+                           "configs/projects/CLIPFSAR/kinetics100/*_few_shot.txt are MoLo's files); the same config on "
+                           "the CMN list"),
+    "ucf101": _released(
+        "ucf101", "UCF101", dict(USE_CLASSIFICATION_VALUE=6, QUERY_PER_CLASS=13, NUM_TRAIN_TASKS=15, VAL_FRE_ITER=17,
+                                 BATCH_SIZE_PER_TASK=20, SAMPLING_RATE=45, BASE_LR=61, STEPS_ITER=63, STEPS=64, LRS=65,
+                                 WARMUP_START_LR=70),
+        lr=2e-6, warmup_from=1e-7, steps_iter=600, steps=(0, 4, 6), lrs=(1, 0.1, 0.01), tasks=3000, val_fre_iter=100,
+        text_weight=1.5, five_shot=", and it moves MEAN/STD under SOLVER (its lines 66-67), where nothing reads "
+        "them, so that run normalised with the base configs' 0.45/0.225 (configs/pool/base.yaml:55-56); we use CLIP's "
+        "at every shot"),
+    "hmdb51": _released(
+        "hmdb51", "HMDB51", dict(USE_CLASSIFICATION_VALUE=6, QUERY_PER_CLASS=13, NUM_TRAIN_TASKS=15, VAL_FRE_ITER=17,
+                                 BATCH_SIZE_PER_TASK=20, SAMPLING_RATE=44, BASE_LR=61, STEPS_ITER=63, STEPS=64, LRS=65,
+                                 WARMUP_START_LR=70),
+        lr=1e-5, warmup_from=1e-6, steps_iter=700, steps=(0, 4, 6), lrs=(1, 0.1, 0.01), tasks=5000, val_fre_iter=300,
+        text_weight=1.2),
+    "finegym": adopted(_SSV2_FULL, "fsar-bench's choice for finegym (no reference trained on FineGym): the "
+                       "SSv2-Full config, the other fine-grained motion benchmark"),
+    "synthetic": synthetic_recipe(
+        iterations=150, val_every=50, val_episodes=100, head_options={"text_weight": 3.0},
         notes="Synthetic (a CLIP backbone at 64x64 on CPU; CLIP-FSAR needs a text tower, so never the small CNN): "
-              "Adam lr 1e-3, 150 iterations of one episode each (a quarter of the small-CNN methods' 600: CLIP RN50 "
-              "costs ~30x the small CNN per frame), 5 train queries per class, λ_text 3.0 (SSv2-Full), val (100 "
-              "episodes) every 50 iterations.",
+        "Adam lr 1e-3, 5 train queries per class, λ_text 3.0 (SSv2-Full), no augmentation. Shorter than the shared "
+        "budget: 150 iterations of one episode each (a quarter of its 600: CLIP RN50 costs ~30x the small CNN per "
+        "frame), val (100 episodes) every 50 iterations",
     ),
 }
-CLIPFSAR_RECIPES["kinetics100"] = CLIPFSAR_RECIPES["kinetics100-molo"]
 
+# --------------------------------------------------------------------------- cards
 CLIPFSAR_NOTES = """\
 Reference: CNN_OTAM_CLIPFSAR (RN50 branch) of the released code; the harness supplies the backbone (any backbone with
 a text tower: clip-rn50 as published, clip-vit-b16) and the class texts, "a photo of {name}" with underscores in
 folder names read as spaces, embedded once by the backbone's text tower (never trained, not in checkpoints).
-Prototypes always merge shots before the transformer (MERGE_BEFORE, the released 5-shot configs); at one shot this
-is exactly the 1-shot configs' per-video path. Shots: the released 5-shot configs train on 1-shot episodes (SHOT 1,
-SHOT_TEST 5); we train at the protocol's shot (5-shot episodes for the 5-shot protocol), in the protocol's favour.
-Kinetics-100: the released configs use the MoLo list (kinetics100-molo); kinetics100 (CMN list) gets the same recipe.
-Not reproduced: weight decay 0 for parameters named bn/norm (one weight-decay group here), validation on test (we
-select on val). Published numbers: none entered yet (arXiv 2303.02982 reports RN50 and ViT-B/16 rows; to be copied
-with their backbone as (dataset, shot, backbone) keys once checked against the paper). Cached encoding per video:
-raw frames and query-side transformer output, 2·T·d floats, plus the class text (d floats)."""
+Recipes: the released configs (alibaba-mmai-research/MoLo@f7f73b6
+configs/projects/CLIPFSAR/*/CLIPFSAR_*_1shot_v1.yaml; CLIP-FSAR@30cf0a8 ships the same files,
+tests/data/parity/README.md), every value with its file and line (`fsar-bench recipe clipfsar --dataset D`,
+docs/recipes.md), on the MoLo-repository trainer as it runs: Adam with weight decay 1e-3 (the base config's
+OPTIMIZER.WEIGHT_DECAY; the configs' SOLVER.WEIGHT_DECAY is never read), 0 for "bn"/"norm" parameters; the SOLVER
+schedule as run (warm-up over the first STEPS_ITER iterations from WARMUP_START_LR, a step at s fires at
+STEPS_ITER·ceil(s/2)). Counts are episodes: one reference iteration is 4 episodes (4 GPUs), an optimizer step 16
+(BATCH_SIZE_PER_TASK 4). 5 training queries per class at every shot. λ_text (USE_CLASSIFICATION_VALUE) per
+dataset is the head option text_weight. Frames: SAMPLING_RATE 50 (molo-segment), Kinetics 35 (molo-kinetics).
+Training clips: squashed to 256x256, random 224 crop, CLIP's mean/std; only the Kinetics configs set
+SUPPORT_QUERY_DIFF (queries also flipped and colour-jittered); SSv2, UCF101 and HMDB51 give queries the supports'
+pipeline (no flip, no colour jitter).
+Shots: prototypes always merge shots before the transformer (MERGE_BEFORE, the released 5-shot configs); at one
+shot this is exactly the 1-shot configs' per-video path. The released 5-shot configs train on 1-shot episodes
+(SHOT 1, SHOT_TEST 5); we train at the protocol's shot (5-shot episodes for the 5-shot protocol), in the
+protocol's favour. Kinetics-100: the released configs use the MoLo list (kinetics100-molo); kinetics100 (CMN
+list) gets the same recipe (adopted).
+Loss: total = CE + λ_text·CE_text; the reference's per-episode loss is total/4 (its BATCH_SIZE), summed over 4
+accumulated episodes and averaged over 4 GPUs, so total/episodes_per_step (16) reproduces its gradient.
+Reference quirks, documented and not copied: validation on the test split (we select on val, >= 1,000 episodes,
+every max(VAL_FRE_ITER x 4, 400) episodes); test frames sampled randomly for SSv2/UCF101/HMDB51 (ours are segment
+centres); CLIPFSAR_UCF101_5shot_v1.yaml puts MEAN/STD under SOLVER (lines 66-67), so that run normalised with the
+base configs' 0.45/0.225 (we use CLIP's at every shot); run from the MoLo repository the 5-shot configs also test
+1-shot (only CLIP-FSAR's dataset file honours SHOT_TEST).
+Reference checkpoints: none loadable yet (reference_checkpoint None). The reference saves the whole model: the
+head under head.* (scale, context2.layers.0.*: reference_key_map covers them) and the fine-tuned CLIP visual tower
+under head.backbone.* with OpenAI CLIP's names (conv1, bn1, ..., layer4, attnpool.*), while the clip-rn50 backbone
+keeps open_clip's tower under visual.*; mapping those keys needs a reference_key_map on the backbone
+(fsar_bench/backbones), not on this card. Published numbers: none entered yet (arXiv 2303.02982 reports RN50 and
+ViT-B/16 rows; to be copied with their backbone as (dataset, shot, backbone) keys once checked against the paper).
+Cached encoding per video: raw frames and query-side transformer output, 2·T·d floats, plus the class text (d
+floats)."""
 
 CARDS = (
     MethodCard(
@@ -248,11 +329,17 @@ CARDS = (
         paper=("Wang, Zhang, Cen, Gao, Zhang, Zhao, Sang. CLIP-guided Prototype Modulating for Few-shot Action "
                "Recognition. IJCV 2023. arXiv:2303.02982"),
         reference_code=("alibaba-mmai-research/CLIP-FSAR@30cf0a8cf5287a56a9f37bfceb28e82be776fc5d models/base/few_shot.py "
-                        "CNN_OTAM_CLIPFSAR (byte-identical in alibaba-mmai-research/MoLo@f7f73b6dd8cba446b414b1c47652ab26033bc88e)"),
+                        "CNN_OTAM_CLIPFSAR (byte-identical in alibaba-mmai-research/MoLo@f7f73b6dd8cba446b414b1c47652ab26033bc88e), "
+                        "runs/train_net_few_shot.py"),
         published={},
+        published_unconfirmed={},
+        published_source="none entered yet: arXiv 2303.02982's tables (RN50 and ViT-B/16 rows) are still to be "
+        "checked against a second public source",
         published_backbone="clip-rn50",
         recipes=CLIPFSAR_RECIPES,
         preprocess={"clip-rn50": CLIPFSAR_PREPROCESS, "clip-vit-b16": CLIPFSAR_PREPROCESS},
+        test_options={"heads": 4},
         notes=CLIPFSAR_NOTES,
+        reference_checkpoint=None,  # the CLIP tower's keys need a backbone-side map (see notes)
     ),
 )

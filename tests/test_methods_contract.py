@@ -41,9 +41,18 @@ def small_head(card: MethodCard, seed: int = 0, **options: object) -> FewShotHea
     """The card's head at toy size: card options < test_options < ``options``; eval mode."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
+        class_text = {"train": torch.rand(10, DIM)} if card.head.needs_class_text else {}
         config = HeadConfig(dim=DIM, frames=FRAMES, num_base_classes=10, feature_size=(MAP_SIZE, MAP_SIZE),
-                            options={**card.options, **card.test_options, **options}, method=card.name)
+                            options={**card.options, **card.test_options, **options}, method=card.name,
+                            class_text=class_text)
         return card.head(config).eval()
+
+
+def with_class_text(head: FewShotHead, reps, base_ids: torch.Tensor):
+    """What the harness adds after ``encode`` for heads with ``needs_class_text``: each video's class-text row."""
+    if not head.needs_class_text:
+        return reps
+    return {**reps, "class_text": head.config.class_text["train"][base_ids]}
 
 
 def features(head: FewShotHead, videos: int, seed: int) -> torch.Tensor:
@@ -55,7 +64,7 @@ def features(head: FewShotHead, videos: int, seed: int) -> torch.Tensor:
 
 def batched_episodes(head: FewShotHead, episodes: int, way: int, shot: int, queries: int, seed: int):
     """Encode a pool of videos once and gather E episodes: support [E, N, K, ...], query [E, Q, ...]."""
-    pool = head.encode(features(head, 40, seed))
+    pool = with_class_text(head, head.encode(features(head, 40, seed)), torch.arange(40) % 10)
     generator = torch.Generator().manual_seed(seed + 1)
     picks = torch.stack([torch.randperm(40, generator=generator)[: way * shot + queries] for _ in range(episodes)])
     return index_reps(pool, picks[:, : way * shot].reshape(episodes, way, shot)), index_reps(pool, picks[:, way * shot:])
@@ -166,8 +175,10 @@ def test_default_loss_is_cross_entropy_of_the_logits_or_named_terms(card: Method
     support, query, episode = toy_episode(head)
     with torch.no_grad():
         output = head.loss(support, query, episode)
-        expected = head.logits(support_to_episode(head.encode(support), episode.way, episode.shot),
-                               add_episode_axis(head.encode(query)))[0]
+        support_reps = with_class_text(head, head.encode(support), episode.support_base_labels)
+        query_reps = with_class_text(head, head.encode(query), episode.query_base_labels)
+        expected = head.logits(support_to_episode(support_reps, episode.way, episode.shot),
+                               add_episode_axis(query_reps))[0]
     torch.testing.assert_close(output.logits, expected, atol=1e-5, rtol=1e-5)
 
 

@@ -57,7 +57,7 @@ def register(app: typer.Typer) -> None:
         overrides = config.method_overrides(entry.name)
         effective = resolve_recipe(entry.card, dataset, overrides)
         backbone = overrides.get("backbone") or (config.run["backbone"] if config.run["backbone"] != "auto"
-                                                 else default_backbone(dataset))
+                                                 else default_backbone(dataset, entry.card))
         table = Table(title=f"{entry.name} on {dataset}, {shots}-shot ({backbone}; config {config.source or 'none'})")
         for column in ("item", "value", "source"):
             table.add_column(column, overflow="fold")

@@ -6,6 +6,7 @@ Usage::
     card, trunk, weights = build_backbone("resnet50", weights="pretrained", image_size=224)   # or "none" / a path
     trunk.maps(frames)                                            # [B, 2048, 7, 7] at 224x224
     default_backbone("synthetic")                                 # "small-cnn"
+    default_backbone("ucf101", card)                              # the card's published_backbone (e.g. clip-rn50)
 """
 
 from __future__ import annotations
@@ -26,9 +27,15 @@ def build_backbone(name: str, weights: str = "pretrained", image_size: int = 224
     return card, card.build(resolved, image_size=image_size), resolved
 
 
-def default_backbone(dataset: str) -> str:
-    """``small-cnn`` for the CPU-sized synthetic benchmark, ResNet-50 for real benchmarks."""
-    return "small-cnn" if dataset == "synthetic" else "resnet50"
+def default_backbone(dataset: str, card=None) -> str:
+    """What ``backbone = "auto"`` means: on real benchmarks the backbone the method's numbers were published with
+    (``MethodCard.published_backbone``: ResNet-50 for most, clip-rn50 for CLIP-FSAR); on the CPU-sized synthetic
+    benchmark the small CNN, unless the method needs a text tower (then its published backbone)."""
+    published = getattr(card, "published_backbone", "resnet50") if card is not None else "resnet50"
+    if dataset != "synthetic":
+        return published
+    needs_text = card is not None and getattr(card.head, "needs_class_text", False)
+    return published if needs_text else "small-cnn"
 
 
 def run_preprocess(card: BackboneCard, method_preprocess: Preprocess | None, size: int) -> Preprocess:

@@ -111,7 +111,7 @@ def recipes_markdown(cards: list[MethodCard]) -> str:
             if effective.recipe.notes:
                 lines += [_cell(effective.recipe.notes), ""]
             lines += ["| item | value | source |", "|---|---|---|"]
-            for item, value, source in recipe_rows(card, effective, 5, default_backbone(dataset)):
+            for item, value, source in recipe_rows(card, effective, 5, default_backbone(dataset, card)):
                 lines.append(f"| {_cell(item)} | {_cell(value)} | {_cell(source)} |")
             lines.append("")
     return "\n".join(lines).rstrip() + "\n"
