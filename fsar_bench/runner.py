@@ -317,7 +317,9 @@ def train_checkpoint(config: Config, entry: MethodEntry, benchmark: Benchmark, m
                              precision=config.run["precision"], state_path=state_path,
                              save_every_minutes=config.run["save_every_minutes"], feature_store=store)
     except BadOutputError:
-        partial.unlink(missing_ok=True)  # diverged: nothing of this training is kept
+        partial.unlink(missing_ok=True)  # diverged: nothing of this training is kept (resuming would diverge again)
+        if dist.is_main:
+            state_path.unlink(missing_ok=True)
         raise
     finally:
         close()

@@ -4,7 +4,8 @@ train classes points at one of the two files, so the decoding cost is real and t
 - loader throughput with 0, 1 and 2 workers, from the videos (full mode: >= 1.7x episodes/s from 1 to 2
   workers on 2 cores);
 - the data-wait fraction of training steps (small CNN at 112 px, OTAM loss, forward + backward + Adam) with 2
-  workers reading the frame store (full mode: <= 10%).
+  workers reading the frame store and building MoLo-style training clips in the workers (squash, random crop,
+  query flip and colour jitter: ``TrainClipMaker``, as the trainer does) (full mode: <= 10%).
 
 Episodes are MoLo-sized: 5-way 1-shot with 6 queries per class = 35 clips of 8 frames (quick mode: 1 query per
 class, 3 episodes, a 90-frame Kinetics-like video; sanity only).
@@ -70,7 +71,8 @@ def test_loader_throughput_scales_with_workers(sources, capsys):
 
 
 def test_data_wait_fraction_small_cnn_from_store(sources, capsys):
-    from fsar_bench.api import Preprocess, TrainEpisode
+    from fsar_bench.api import TrainEpisode
+    from fsar_bench.data.transforms import ClipAugment, TrainClipMaker
     from fsar_bench.model.network import FSARModel
     from fsar_bench.model.registry import discover_methods
     from fsar_bench.train import prepare_clips
@@ -80,18 +82,19 @@ def test_data_wait_fraction_small_cnn_from_store(sources, capsys):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = FSARModel.build(card, "small-cnn", "none", 8, 112, 64)
-    model.preprocess = Preprocess(resize="squash", resize_to=112, crop=112)  # the fake videos are 340x256, 426x240
+    support = ClipAugment(resize="squash", resize_to=128, antialias=False, random_crop=True)
+    maker = TrainClipMaker("molo-segment", 8, 112, support,  # the fake videos (340x256, 426x240) squashed to 128²
+                           ClipAugment("squash", 128, False, True, True, (0.5, 0.5, 0.5, 0.25, 0.3)))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     episode = TrainEpisode(way=WAY, shot=SHOT, query_labels=torch.arange(WAY).repeat_interleave(QUERIES),
                            class_base_ids=torch.arange(WAY))
     waited = total = 0.0
     steps = 0
-    loader = episode_batches(plan, paths["store"], SegmentFrames(8), range(EPISODES + 2), workers=2, prefetch=2)
+    loader = episode_batches(plan, paths["store"], maker, range(EPISODES + 2), workers=2, prefetch=2)
     for loaded in loader:
         start = time.perf_counter()
-        pixels = prepare_clips(model, loaded.clips)  # Kinetics-like and SSv2-like clips differ in size
-        support, query = pixels[:WAY * SHOT], pixels[WAY * SHOT:]
-        output = model.head.loss(model.features(support), model.features(query), episode)
+        pixels = prepare_clips(model, loaded.clips)  # float clips from the workers: normalised only
+        output = model.head.loss(model.features(pixels[:WAY * SHOT]), model.features(pixels[WAY * SHOT:]), episode)
         output.total.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -100,6 +103,6 @@ def test_data_wait_fraction_small_cnn_from_store(sources, capsys):
             total += loaded.wait_seconds + time.perf_counter() - start
         steps += 1
     fraction = waited / total
-    report(capsys, "data wait, small CNN 112 px + OTAM, 2 workers from the store", episodes=steps - 2,
+    report(capsys, "data wait, small CNN 112 px + OTAM, 2 workers from the store, MoLo-style clips", episodes=steps - 2,
            step_s=(total - waited) / max(1, steps - 2), data_wait_fraction=fraction)
     assert 0.0 <= fraction <= (0.10 if FULL else 1.0)
