@@ -59,3 +59,24 @@ def test_unreadable_video_names_the_file(synthetic, tmp_path):
     missing = lambda video_id: tmp_path / f"{video_id}.mp4"  # noqa: E731
     with pytest.raises(VideoError, match="file not found"):
         list(episode_batches(plan, missing, SegmentFrames(8), [0], workers=0))
+
+
+def test_augmented_clips_identical_for_any_worker_count_and_equal_to_the_maker(synthetic):
+    """The trainer's clips: the recipe's TrainClipMaker (crop, query flip and colour jitter) runs in the workers;
+    episode i is bit-identical for 0 and 2 workers and equals ``maker.make`` of the whole video in this process."""
+    from fsar_bench.data.transforms import ClipAugment, TrainClipMaker
+
+    support = ClipAugment(resize="squash", resize_to=72, random_crop=True)
+    query = ClipAugment(resize="squash", resize_to=72, random_crop=True, flip=True, jitter=(0.4, 0.4, 0.4, 0.1, 0.2))
+    maker = TrainClipMaker("molo-segment", 8, 64, support, query)
+    plan = EpisodePlan.from_partition(synthetic.partition("train"), train_seed=3, way=5, shot=2, queries=2)
+    runs = {workers: list(episode_batches(plan, synthetic.video_path, maker, EPISODES, workers=workers, prefetch=2))
+            for workers in (0, 2)}
+    for ours, theirs in zip(runs[2], runs[0]):
+        assert ours.clips.dtype == torch.float32 and ours.clips.shape == (20, 8, 3, 64, 64)
+        assert torch.equal(ours.clips, theirs.clips), ours.index
+    reader = open_reader()
+    _, videos = plan.episode(7)
+    for j in (0, 19):  # a support and a query
+        full = reader.read(synthetic.video_path(videos[j]), lambda n: list(range(n)))
+        assert torch.equal(runs[2][2].clips[j], maker.make(full, clip_generator(3, 7, j), query=j >= 10))
