@@ -20,15 +20,14 @@ from __future__ import annotations
 
 import functools
 import importlib
-import importlib.metadata
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
 from fsar_bench.backbones._base import (NO_WEIGHTS, OUTPUT_KINDS, PRETRAINED, BackboneCard, FrameBackbone, Weights,
                                         WeightsTag, require_extra)
 from fsar_bench.errors import UnknownNameError, UsageError
-from fsar_bench.model.registry import PluginFailure, _failure_location
+from fsar_bench.model.registry import PluginRegistry
 
 ENTRY_POINT_GROUP = "fsar_bench.backbones"
 __all__ = ["BackboneCard", "BackboneRegistry", "FrameBackbone", "NO_WEIGHTS", "OUTPUT_KINDS", "PRETRAINED", "Weights",
@@ -42,32 +41,20 @@ class BackboneEntry:
     card: BackboneCard
 
 
-@dataclass
-class BackboneRegistry:
-    backbones: dict[str, BackboneEntry] = field(default_factory=dict)
-    failures: list[PluginFailure] = field(default_factory=list)
-    duplicates: dict[str, list[str]] = field(default_factory=dict)
+class BackboneRegistry(PluginRegistry[BackboneEntry]):
+    kind = "backbone"
+    add_hint = "Add a file to fsar_bench/backbones/."
 
-    def names(self) -> list[str]:
-        return sorted(self.backbones)
+    @property
+    def backbones(self) -> dict[str, BackboneEntry]:
+        return self.entries
 
     def get(self, name: str) -> BackboneCard:
         """The card called ``name``; did-you-mean on unknown names, both origins on duplicates."""
-        if name in self.duplicates:
-            raise UsageError(f"backbone {name!r} is defined twice: {' and '.join(self.duplicates[name])}. Rename one.")
-        if name not in self.backbones:
-            broken = "; ".join(f"{f.origin}: {f.message}" for f in self.failures)
-            hint = f"(Backbone plugins that failed to load: {broken})" if broken else "Add a file to fsar_bench/backbones/."
-            raise UnknownNameError("backbone", name, self.backbones, hint)
-        return self.backbones[name].card
+        return self.entry(name).card
 
-    def _add(self, card: BackboneCard, origin: str) -> None:
-        if card.name in self.duplicates:
-            self.duplicates[card.name].append(origin)
-        elif card.name in self.backbones:
-            self.duplicates[card.name] = [self.backbones.pop(card.name).origin, origin]
-        else:
-            self.backbones[card.name] = BackboneEntry(card.name, origin, card)
+    def add_card(self, card: BackboneCard, origin: str) -> None:
+        self._add(card.name, BackboneEntry(card.name, origin, card), origin)
 
 
 def _cards_of(module: ModuleType | object) -> list[BackboneCard]:
@@ -91,29 +78,15 @@ def discover_backbones(folder: Path | None = None, entry_points: bool = True) ->
     for path in sorted(folder.glob("*.py")):
         if path.name.startswith("_"):
             continue
-        try:
-            if builtin:
-                module = importlib.import_module(f"{__name__}.{path.stem}")
-            else:
-                from fsar_bench.model.registry import load_plugin_file
+        if builtin:
+            load = lambda stem=path.stem: importlib.import_module(f"{__name__}.{stem}")  # noqa: E731
+        else:
+            from fsar_bench.model.registry import load_plugin_file
 
-                module = load_plugin_file(path)
-            cards = _cards_of(module)
-        except Exception as error:  # a broken plugin must not break the others
-            registry.failures.append(PluginFailure(_failure_location(error, path), f"{type(error).__name__}: {error}"))
-            continue
-        for card in cards:
-            registry._add(card, str(path))
+            load = lambda path=path: load_plugin_file(path)  # noqa: E731
+        registry.add_plugin(str(path), load, _cards_of, path)
     if entry_points:
-        for point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-            origin = f"entry point {point.name} = {point.value}"
-            try:
-                cards = _cards_of(point.load())
-            except Exception as error:
-                registry.failures.append(PluginFailure(origin, f"{type(error).__name__}: {error}"))
-                continue
-            for card in cards:
-                registry._add(card, origin)
+        registry.add_entry_points(ENTRY_POINT_GROUP, _cards_of)
     return registry
 
 

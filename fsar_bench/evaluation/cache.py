@@ -46,6 +46,7 @@ from typing import Any
 import torch
 
 import fsar_bench
+from fsar_bench.code_digest import BACKBONE_MODULES
 from fsar_bench.api import Reps
 from fsar_bench.errors import FsarError
 from fsar_bench.files import TEMP_SUFFIX, DiskFullError, FileWriteError, json_sha256, write_bytes_atomic
@@ -88,7 +89,7 @@ class EncodingContext:
 
 # The package modules whose code an encoding depends on (besides the head's own module).
 ENCODING_CODE_MODULES = ("fsar_bench.api", "fsar_bench.model.backbones", "fsar_bench.layers", "fsar_bench.model.network",
-                         "fsar_bench.data.video")
+                         "fsar_bench.data.video", "fsar_bench.data.frame_store", *BACKBONE_MODULES)
 
 
 def code_sha256(head_class: type) -> str:

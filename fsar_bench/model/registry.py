@@ -19,14 +19,17 @@ import importlib.metadata
 import importlib.util
 import sys
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from types import ModuleType
+from typing import Generic, TypeVar
 
 from fsar_bench.api import MethodCard
 from fsar_bench.errors import UnknownNameError, UsageError
 
 ENTRY_POINT_GROUP = "fsar_bench.methods"
+E = TypeVar("E")
 
 
 @dataclass(frozen=True)
@@ -44,32 +47,75 @@ class PluginFailure:
     message: str
 
 
-@dataclass
-class MethodRegistry:
-    methods: dict[str, MethodEntry] = field(default_factory=dict)
-    failures: list[PluginFailure] = field(default_factory=list)
-    duplicates: dict[str, list[str]] = field(default_factory=dict)
+class PluginRegistry(Generic[E]):
+    """Plugins of one kind by name (methods, backbones): ``entries`` name -> entry (with an ``origin``), the
+    ``failures`` of plugins that did not load, and names defined twice (``duplicates``: name -> origins)."""
+
+    kind = "plugin"
+    add_hint = ""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, E] = {}
+        self.failures: list[PluginFailure] = []
+        self.duplicates: dict[str, list[str]] = {}
 
     def names(self) -> list[str]:
-        return sorted(self.methods)
+        return sorted(self.entries)
+
+    def entry(self, name: str) -> E:
+        """The entry called ``name``; did-you-mean on unknown names (naming plugins that failed to load), both
+        origins on duplicates."""
+        if name in self.duplicates:
+            raise UsageError(f"{self.kind} {name!r} is defined twice: {' and '.join(self.duplicates[name])}. Rename one.")
+        if name not in self.entries:
+            broken = "; ".join(f"{f.origin}: {f.message}" for f in self.failures)
+            hint = f"({self.kind.capitalize()} plugins that failed to load: {broken})" if broken else self.add_hint
+            raise UnknownNameError(self.kind, name, self.entries, hint)
+        return self.entries[name]
+
+    def add_card(self, card, origin: str) -> None:
+        raise NotImplementedError
+
+    def add_plugin(self, origin: str, load: Callable[[], object], cards_of: Callable[[object], list],
+                   path: Path | None = None) -> None:
+        """Add the cards of one plugin (``load()`` imports it); a plugin that fails to load is recorded in
+        ``failures`` (at its file and line when ``path`` is given), never raised: the others still work."""
+        try:
+            cards = cards_of(load())
+        except Exception as error:
+            where = _failure_location(error, path) if path is not None else origin
+            self.failures.append(PluginFailure(where, f"{type(error).__name__}: {error}"))
+            return
+        for card in cards:
+            self.add_card(card, origin)
+
+    def add_entry_points(self, group: str, cards_of: Callable[[object], list]) -> None:
+        """Every installed package's plugins registered under the entry-point ``group``."""
+        for point in importlib.metadata.entry_points(group=group):
+            self.add_plugin(f"entry point {point.name} = {point.value}", point.load, cards_of)
+
+    def _add(self, name: str, entry: E, origin: str) -> None:
+        if name in self.duplicates:
+            self.duplicates[name].append(origin)
+        elif name in self.entries:
+            self.duplicates[name] = [self.entries.pop(name).origin, origin]
+        else:
+            self.entries[name] = entry
+
+
+class MethodRegistry(PluginRegistry[MethodEntry]):
+    kind = "method"
+    add_hint = "Add a plugin file to methods/."
+
+    @property
+    def methods(self) -> dict[str, MethodEntry]:
+        return self.entries
 
     def get(self, name: str) -> MethodEntry:
-        """The method called ``name``; did-you-mean on unknown names, both origins on duplicates."""
-        if name in self.duplicates:
-            raise UsageError(f"method {name!r} is defined twice: {' and '.join(self.duplicates[name])}. Rename one.")
-        if name not in self.methods:
-            broken = "; ".join(f"{f.origin}: {f.message}" for f in self.failures)
-            hint = f"(Plugins that failed to load: {broken})" if broken else "Add a plugin file to methods/."
-            raise UnknownNameError("method", name, self.methods, hint)
-        return self.methods[name]
+        return self.entry(name)
 
-    def _add(self, card: MethodCard, origin: str) -> None:
-        if card.name in self.duplicates:
-            self.duplicates[card.name].append(origin)
-        elif card.name in self.methods:
-            self.duplicates[card.name] = [self.methods.pop(card.name).origin, origin]
-        else:
-            self.methods[card.name] = MethodEntry(card.name, origin, card)
+    def add_card(self, card: MethodCard, origin: str) -> None:
+        self._add(card.name, MethodEntry(card.name, origin, card), origin)
 
 
 def _cards_of(module: ModuleType | object) -> list[MethodCard]:
@@ -116,23 +162,8 @@ def discover_methods(methods_dir: Path | None, entry_points: bool = True) -> Met
     registry = MethodRegistry()
     files = sorted(methods_dir.glob("*.py")) if methods_dir is not None and methods_dir.is_dir() else []
     for path in files:
-        if path.name.startswith("_"):
-            continue
-        try:
-            cards = _cards_of(load_plugin_file(path))
-        except Exception as error:  # a broken plugin must not break the others
-            registry.failures.append(PluginFailure(_failure_location(error, path), f"{type(error).__name__}: {error}"))
-            continue
-        for card in cards:
-            registry._add(card, str(path))
+        if not path.name.startswith("_"):
+            registry.add_plugin(str(path), lambda path=path: load_plugin_file(path), _cards_of, path)
     if entry_points:
-        for point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-            origin = f"entry point {point.name} = {point.value}"
-            try:
-                cards = _cards_of(point.load())
-            except Exception as error:
-                registry.failures.append(PluginFailure(origin, f"{type(error).__name__}: {error}"))
-                continue
-            for card in cards:
-                registry._add(card, origin)
+        registry.add_entry_points(ENTRY_POINT_GROUP, _cards_of)
     return registry
