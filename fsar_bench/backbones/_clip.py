@@ -2,20 +2,24 @@
 
 Usage::
 
-    visual, text = build_clip("clip-rn50", "RN50", weights, image_size=224)
+    model = build_clip("clip-rn50", "RN50", weights, image_size=224)      # the whole open_clip model
+
+    class ClipRN50(ClipBackbone):                                          # a backbone plugin on it
+        backbone_name, model_name = "clip-rn50", "RN50"
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fsar_bench.api import Preprocess
-from fsar_bench.backbones._base import Weights, WeightsTag, missing_weights_error, offline, placed_file, require_extra
+from fsar_bench.backbones._base import FrameBackbone, Weights, WeightsTag, missing_weights_error, offline, placed_file, require_extra
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -87,3 +91,24 @@ def clip_prompts_to_text(model: nn.Module, model_name: str, prompts: list[str]) 
 
     tokens = open_clip.get_tokenizer(model_name)(prompts).to(next(model.parameters()).device)
     return model.encode_text(tokens).float()
+
+
+class ClipBackbone(FrameBackbone):
+    """A CLIP model split in two: ``visual``, the image tower (a submodule: trained, in state dicts), and the text
+    tower, held outside state dicts and optimisers and never trained (it embeds class prompts once)."""
+
+    backbone_name: ClassVar[str]
+    model_name: ClassVar[str]
+
+    def __init__(self, weights: Weights, image_size: int = 224) -> None:
+        super().__init__()
+        model = build_clip(self.backbone_name, self.model_name, weights, image_size)
+        self.visual = model.visual
+        model.visual = None
+        object.__setattr__(self, "_text_model", model)  # not a submodule
+        self._text_model.requires_grad_(False)
+
+    def encode_text(self, prompts: list[str]) -> Tensor:
+        """``len(prompts)`` embeddings ``[P, d]`` in the image tower's pooled space."""
+        self._text_model.to(next(self.visual.parameters()).device)
+        return clip_prompts_to_text(self._text_model, self.model_name, prompts)

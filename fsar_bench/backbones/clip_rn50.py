@@ -15,22 +15,16 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from fsar_bench.backbones._base import BackboneCard, FrameBackbone, Weights
-from fsar_bench.backbones._clip import CLIP_PREPROCESS, build_clip, clip_prompts_to_text, openai_tag
+from fsar_bench.backbones._base import BackboneCard
+from fsar_bench.backbones._clip import CLIP_PREPROCESS, ClipBackbone, openai_tag
 
 MODEL_NAME = "RN50"
 
 
-class ClipRN50(FrameBackbone):
-    """``visual``: CLIP's ModifiedResNet (trained); ``text``: the rest of the CLIP model (never trained here)."""
+class ClipRN50(ClipBackbone):
+    """``visual``: CLIP's ModifiedResNet (trained); the text tower is held outside the state dict."""
 
-    def __init__(self, weights: Weights, image_size: int = 224) -> None:
-        super().__init__()
-        model = build_clip("clip-rn50", MODEL_NAME, weights, image_size)
-        self.visual = model.visual
-        model.visual = None
-        object.__setattr__(self, "_text_model", model)  # not a submodule: kept out of state dicts and optimisers
-        self._text_model.requires_grad_(False)
+    backbone_name, model_name = "clip-rn50", MODEL_NAME
 
     def maps(self, frames: Tensor) -> Tensor:
         """[B, 3, H, W] -> layer4 maps [B, 2048, H/32, W/32]."""
@@ -41,10 +35,6 @@ class ClipRN50(FrameBackbone):
     def pooled(self, frames: Tensor) -> Tensor:
         """[B, 3, H, W] -> attention-pool output [B, 1024] (not post-ReLU, not normalised)."""
         return self.visual.attnpool(self.maps(frames))
-
-    def encode_text(self, prompts: list[str]) -> Tensor:
-        self._text_model.to(self.visual.conv1.weight.device)
-        return clip_prompts_to_text(self._text_model, MODEL_NAME, prompts)
 
 
 CARDS = (

@@ -15,23 +15,21 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from fsar_bench.backbones._base import BackboneCard, FrameBackbone, Weights
-from fsar_bench.backbones._clip import CLIP_PREPROCESS, build_clip, clip_prompts_to_text, openai_tag
+from fsar_bench.backbones._base import BackboneCard, Weights
+from fsar_bench.backbones._clip import CLIP_PREPROCESS, ClipBackbone, openai_tag
 
 MODEL_NAME = "ViT-B-16"
 
 
-class ClipViTB16(FrameBackbone):
-    """``visual``: CLIP's VisionTransformer (trained); the text tower is held outside the state dict."""
+class ClipViTB16(ClipBackbone):
+    """``visual``: CLIP's VisionTransformer (trained, returning its patch tokens too); the text tower is held
+    outside the state dict."""
+
+    backbone_name, model_name = "clip-vit-b16", MODEL_NAME
 
     def __init__(self, weights: Weights, image_size: int = 224) -> None:
-        super().__init__()
-        model = build_clip("clip-vit-b16", MODEL_NAME, weights, image_size)
-        self.visual = model.visual
+        super().__init__(weights, image_size)
         self.visual.output_tokens = True
-        model.visual = None
-        object.__setattr__(self, "_text_model", model)
-        self._text_model.requires_grad_(False)
 
     def pooled(self, frames: Tensor) -> Tensor:
         """[B, 3, H, W] -> projected class token [B, 512]."""
@@ -40,10 +38,6 @@ class ClipViTB16(FrameBackbone):
     def tokens(self, frames: Tensor) -> Tensor:
         """[B, 3, H, W] -> patch tokens after the final LayerNorm [B, L, 768]."""
         return self.visual(frames)[1]
-
-    def encode_text(self, prompts: list[str]) -> Tensor:
-        self._text_model.to(next(self.visual.parameters()).device)
-        return clip_prompts_to_text(self._text_model, MODEL_NAME, prompts)
 
 
 CARDS = (
