@@ -88,7 +88,7 @@ class EncodingContext:
 
 
 # The package modules whose code an encoding depends on (besides the head's own module).
-ENCODING_CODE_MODULES = ("fsar_bench.api", "fsar_bench.model.backbones", "fsar_bench.layers", "fsar_bench.model.network",
+ENCODING_CODE_MODULES = ("fsar_bench.api", "fsar_bench.model.backbones", "fsar_bench.layers", "fsar_bench.sequence_layers", "fsar_bench.model.network",
                          "fsar_bench.data.video", "fsar_bench.data.frame_store", *BACKBONE_MODULES)
 
 
