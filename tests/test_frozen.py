@@ -99,7 +99,46 @@ def test_frozen_models_train_only_their_head_and_are_stamped(tmp_path, reader):
 
 
 @pytest.mark.slow
-def test_frozen_run_end_to_end(tmp_path, synthetic_cache):
+def _synthetic(synthetic_cache, tmp_path):
+    from fsar_bench.config import load_config
+    from fsar_bench.data.benchmarks import open_benchmark
+
+    return open_benchmark("synthetic", load_config(write_bench_toml(tmp_path, synthetic_cache)))
+
+
+def test_the_small_cnn_is_pretrained_deterministically_on_train_videos_only(tmp_path, synthetic_cache, monkeypatch):
+    import fsar_bench.data.video as video_module
+    import fsar_bench.frozen as frozen
+
+    benchmark = _synthetic(synthetic_cache, tmp_path)
+    read: list[str] = []
+    original = video_module.open_reader
+
+    class _Recording:
+        def __init__(self) -> None:
+            self.inner = original()
+
+        def read(self, path, choose):
+            read.append(str(path))
+            return self.inner.read(path, choose)
+
+    monkeypatch.setattr(video_module, "open_reader", lambda *args, **kwargs: _Recording())
+    monkeypatch.setattr(frozen, "SYNTHETIC_PRETRAIN_STEPS", 3)  # the mechanics, not the 400 steps
+    first = frozen.pretrained_small_cnn(tmp_path / "a", benchmark)
+    second = frozen.pretrained_small_cnn(tmp_path / "b", benchmark)
+    assert first.read_bytes() == second.read_bytes()  # deterministic from the seed
+    train = {str(benchmark.video_path(video)) for video in benchmark.partition("train").all_video_ids()}
+    assert read and set(read) <= train  # never a val or test video
+    assert frozen.pretrained_small_cnn(tmp_path / "a", benchmark) == first  # cached: trained once
+
+
+def test_frozen_run_end_to_end(tmp_path, synthetic_cache, monkeypatch):
+    import fsar_bench.frozen as frozen
+
+    # the weights the run would pretrain (400 steps, minutes on CPU), made in 3 steps where the run looks for them
+    monkeypatch.setattr(frozen, "SYNTHETIC_PRETRAIN_STEPS", 3)
+    (tmp_path / "setup").mkdir()
+    frozen.pretrained_small_cnn(synthetic_cache / "weights", _synthetic(synthetic_cache, tmp_path / "setup"))
     config = write_bench_toml(tmp_path, synthetic_cache, "[methods.tsn]\niterations = 4\nval_every = 2\nval_episodes = 10\n")
     command = [sys.executable, "-m", "fsar_bench", "--config", str(config), "run", "tsn", "--dataset", "synthetic",
                "--shots", "5", "--episodes", "20", "--track", "frozen"]
