@@ -54,6 +54,7 @@ from fsar_bench.api import (
     support_to_episode,
     synthetic_recipe,
 )
+from fsar_bench.layers import scaled_sinusoid_table
 
 DEFAULT_OUT_DIM = 1152
 DEFAULT_CARDINALITIES = (2, 3)
@@ -77,16 +78,6 @@ class TRXOptions:
 # --------------------------------------------------------------------------- head
 
 
-def _sinusoidal_table(length: int, dim: int, scale: float) -> Tensor:
-    """Transformer sinusoidal table times ``scale``: [length, dim] (even channels sin, odd cos)."""
-    positions = torch.arange(length, dtype=torch.float32).unsqueeze(1)
-    frequencies = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * -(math.log(10000.0) / dim))
-    table = torch.zeros(length, dim)
-    table[:, 0::2] = torch.sin(positions * frequencies) * scale
-    table[:, 1::2] = torch.cos(positions * frequencies[: dim // 2]) * scale
-    return table
-
-
 class _TemporalSetAttention(nn.Module):
     """Tuple encoder of one cardinality: positional encoding, frame tuples, key/value projections."""
 
@@ -94,7 +85,7 @@ class _TemporalSetAttention(nn.Module):
         super().__init__()
         self.cardinality = cardinality
         length = int(POSITIONAL_LENGTH_FACTOR * frames)
-        self.register_buffer("positional_table", _sinusoidal_table(length, dim, POSITIONAL_SCALE).unsqueeze(0))
+        self.register_buffer("positional_table", scaled_sinusoid_table(length, dim, POSITIONAL_SCALE).unsqueeze(0))
         self.positional_dropout = nn.Dropout(POSITIONAL_DROPOUT)
         combos = list(itertools.combinations(range(frames), cardinality))
         self.register_buffer("tuple_frames", torch.tensor(combos, dtype=torch.long), persistent=False)  # [n, k]

@@ -327,7 +327,7 @@ def evaluate_episodes(
 
     ``on_batch(ids [B], predictions [B, Q])`` is called batch by batch, in episode order (on every rank under
     torchrun). ``batch`` 0 sizes batches from the memory budget. Both the test evaluation (``runner``) and the
-    validation during training (``evaluate_accuracy``) go through here. Returns the timings.
+    validation during training (``validation_accuracy``) go through here. Returns the timings.
     """
     needed = episodes.videos_of(episode_ids)
     video_ids = [episodes.video_ids[v] for v in needed]
@@ -359,19 +359,6 @@ def evaluate_episodes(
             advance(len(ids))
     return {"encode_seconds": encoded.seconds, "score_seconds": time.time() - started,
             "videos_encoded": encoded.encoded, "encodings_from_cache": encoded.from_cache, "episode_batch": batch}
-
-
-def evaluate_accuracy(
-    model: FSARModel,
-    episodes: EpisodeSet,
-    video_path: Callable[[str], Path],
-    workers: int = 2,
-    batch: int = 0,
-    dist: Distributed = SINGLE,
-    precision: Precision | None = None,
-) -> float:
-    """Mean accuracy (%) over all episodes, through ``evaluate_episodes`` without a cache (validation)."""
-    return validation_accuracy(model, episodes, video_path, workers, batch, dist, precision)[0]
 
 
 def validation_accuracy(
