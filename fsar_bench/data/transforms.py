@@ -211,29 +211,17 @@ def grayscale(x: Tensor) -> Tensor:
 
 
 def shift_hue(x: Tensor, shift: float) -> Tensor:
-    """Rotate the hue of ``[..., 3, H, W]`` (in [0, 1]) by ``shift`` turns (HSV round trip)."""
+    """Rotate the hue of ``[..., 3, H, W]`` (in [0, 1]) by ``shift`` turns: an HSV round trip (as torchvision's
+    ``adjust_hue``) in closed form. With V = max, C = max − min and h6 the hue in [0, 6), channel n of
+    (R, G, B) = (5, 3, 1) is ``V − C·clamp(min(k, 4 − k), 0, 1)`` for ``k = (n + h6 + 6·shift) mod 6``; grey
+    pixels (C = 0) keep their value."""
     red, green, blue = x.unbind(-3)
-    value, _ = x.max(dim=-3)
-    minimum, _ = x.min(dim=-3)
-    chroma = value - minimum
-    flat = chroma == 0
-    saturation = torch.where(value > 0, chroma / torch.where(value > 0, value, torch.ones_like(value)), torch.zeros_like(value))
-    safe = torch.where(flat, torch.ones_like(chroma), chroma)
-    red_c, green_c, blue_c = (value - red) / safe, (value - green) / safe, (value - blue) / safe
-    hue = torch.where(value == red, blue_c - green_c,
-                      torch.where(value == green, 2.0 + red_c - blue_c, 4.0 + green_c - red_c))
-    hue = torch.where(flat, torch.zeros_like(hue), hue)
-    hue = torch.remainder(hue / 6.0 + shift, 1.0)
-    sector = torch.floor(hue * 6.0)
-    fraction = hue * 6.0 - sector
-    p = (value * (1 - saturation)).clamp(0, 1)
-    q = (value * (1 - saturation * fraction)).clamp(0, 1)
-    t = (value * (1 - saturation * (1 - fraction))).clamp(0, 1)
-    sector = sector.long() % 6
-    choices = [(value, t, p), (q, value, p), (p, value, t), (p, q, value), (t, p, value), (value, p, q)]
-    out = [torch.zeros_like(value) for _ in range(3)]
-    for index, channels in enumerate(choices):
-        mask = sector == index
-        for channel in range(3):
-            out[channel] = torch.where(mask, channels[channel], out[channel])
-    return torch.stack(out, dim=-3)
+    value = x.amax(dim=-3)
+    chroma = value - x.amin(dim=-3)
+    safe = torch.where(chroma > 0, chroma, torch.ones_like(chroma))
+    hue6 = torch.where(value == red, (green - blue) / safe,
+                       torch.where(value == green, (blue - red) / safe + 2.0, (red - green) / safe + 4.0))
+    offsets = torch.tensor((5.0, 3.0, 1.0), dtype=x.dtype, device=x.device).view(3, 1, 1)
+    k = torch.remainder(offsets + (hue6 + 6.0 * shift).unsqueeze(-3), 6.0)
+    ramp = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
+    return value.unsqueeze(-3) - chroma.unsqueeze(-3) * ramp
