@@ -34,14 +34,15 @@ BACKBONE_MODULES = ("fsar_bench.backbones._base", "fsar_bench.backbones._clip", 
                     "fsar_bench.backbones.resnet50", "fsar_bench.backbones.clip_rn50", "fsar_bench.backbones.clip_vit_b16",
                     "fsar_bench.backbones.dinov2_vit_b14")
 TRAINING_MODULES = ("fsar_bench.api", "fsar_bench.layers", "fsar_bench.sequence_layers", "fsar_bench.model.backbones", "fsar_bench.model.network",
-                    "fsar_bench.train", "fsar_bench.episodes", "fsar_bench.data.video", "fsar_bench.evaluation.evaluate",
+                    "fsar_bench.train", "fsar_bench.episodes", "fsar_bench.data.video", "fsar_bench.data.loading",
+                    "fsar_bench.evaluation.evaluate",
                     "fsar_bench.schedule", "fsar_bench.data.sampling", "fsar_bench.data.transforms",
                     "fsar_bench.data.episode_loader", "fsar_bench.data.frame_store", "fsar_bench.train_state",
                     "fsar_bench.precision", "fsar_bench.frozen", *BACKBONE_MODULES)
 # What a run's records depend on, besides the method's module and its checkpoint: encoding and scoring.
 SCORING_MODULES = ("fsar_bench.api", "fsar_bench.layers", "fsar_bench.sequence_layers", "fsar_bench.model.backbones", "fsar_bench.model.network",
-                   "fsar_bench.episodes", "fsar_bench.data.video", "fsar_bench.evaluation.evaluate",
-                   "fsar_bench.evaluation.pairs", "fsar_bench.data.frame_store", "fsar_bench.precision",
+                   "fsar_bench.episodes", "fsar_bench.data.video", "fsar_bench.data.loading",
+                   "fsar_bench.evaluation.evaluate", "fsar_bench.evaluation.pairs", "fsar_bench.data.frame_store", "fsar_bench.precision",
                    "fsar_bench.frozen", *BACKBONE_MODULES)
 
 

@@ -96,6 +96,7 @@ def iterate_clip_batches(
         pin_memory=torch.cuda.is_available(),
         prefetch_factor=4 if parallel else None,
         persistent_workers=False,
+        generator=torch.Generator().manual_seed(0),  # its base seed: never a draw from torch's global RNG (dropout)
     )
     for items in loader:
         batch = ClipBatch([], [], [])

@@ -6,7 +6,7 @@ whatever the process or worker that builds it). Test frames are not sampled here
 segment centres (``fsar_bench.data.video.segment_centre_indices``, a documented deviation from MoLo/HyRSM, which
 sample test frames randomly).
 
-Samplers (``FRAME_SAMPLERS``; facts in TRAINING.md §1):
+Samplers (``FRAME_SAMPLERS``; each as the named reference code samples training frames):
 
 * ``segment-random``: one uniformly random frame from each of T equal segments covering the whole video
   (segment t = frames ``t·n//T .. (t+1)·n//T - 1``). fsar-bench's generic sampler (``synthetic``).

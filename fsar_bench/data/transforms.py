@@ -1,7 +1,7 @@
 """Spatial transforms of training and test clips, as pure functions of the frames and a numpy Generator.
 
-A ``ClipAugment`` says what a training clip goes through (TRAINING.md §1): resize ("squash" to a square,
-"short-side" keeping the aspect, or "none"), a crop of the protocol size at a random (training) or central
+A ``ClipAugment`` says what a training clip goes through, as the recipes' reference code does: resize ("squash"
+to a square, "short-side" keeping the aspect, or "none"), a crop of the protocol size at a random (training) or central
 (test) position, a horizontal flip with probability 0.5, and a colour jitter (brightness, contrast, saturation
 in ``[1-s, 1+s]``, hue shift in ``[-h, h]``, the four in random order, preceded by a grayscale conversion with
 probability ``p``). Every draw is made once per clip, so all frames of a clip get the same crop, flip and
