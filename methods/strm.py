@@ -292,27 +292,71 @@ def _nearest_tuple_logits(support_embed: Tensor, query_embed: Tensor) -> Tensor:
 
 
 # --------------------------------------------------------------------------- recipes
-def _strm_recipe(lr: float, iterations: int, queries: int, notes: str, ssv2: bool = False) -> Recipe:
-    """run.py as every released script runs it: SGD without momentum, constant lr, 16 tasks per step; TRX's
-    clips (video_reader.py: resize 256, random flip and 224 crop of every clip; SSv2 on 8 fixed frames of frames
-    squashed to 256x256, other datasets evenly spaced with both ends jittered)."""
+STRM_REPO = "Anirudh257/strm@54368fe"
+STRM_RUN_SOURCES = {
+    "optimizer": "run.py:126 --opt sgd (default)",
+    "momentum": "run.py:78 torch.optim.SGD(params, lr): no momentum",
+    "weight_decay": "run.py:78 torch.optim.SGD(params, lr): no weight decay",
+    "resize_to": "video_reader.py:88 Resize(256) (--img_size 224, forced for resnet50 at run.py:154-155)",
+    "antialias": "videotransforms/functional.py:55-59 (Resize's default 'nearest' selects PIL bilinear)",
+    "random_crop": "video_reader.py:94 RandomCrop(224)",
+    "flip": "video_reader.py:93 RandomHorizontalFlip (every training clip)",
+    "color_jitter": "video_reader.py:80-100 setup_transforms (no colour jitter)",
+    "val_every": "fsar-bench: every 1,000 episodes (STRM tests on the test split at --test_iters)",
+    "val_episodes": "fsar-bench: >= 1,000 val episodes (STRM tests on 10,000 test tasks, run.py:120)",
+}
+"""run.py's and video_reader.py's facts every STRM script shares (file:line in ``STRM_REPO``)."""
+
+
+def _strm_recipe(script: str, lr: float, iterations: int, queries: int, notes: str, ssv2: bool = False,
+                 why: str = "") -> Recipe:
+    """run.py as a released ``scripts/run_strm_*.sh`` runs it: SGD without momentum, constant lr, 16 tasks per step;
+    TRX's clips (video_reader.py: resize 256, random flip and 224 crop of every clip; SSv2 on the 8 frames per video
+    of frames squashed to 256x256, other datasets evenly spaced with both ends jittered). ``why``: the reason a
+    script is used for a benchmark it was not written for (appended to every source)."""
+    script_line = f"{script}:9"
+    sources = {key: text if text.startswith("fsar-bench") else f"{STRM_REPO} {text}"
+               for key, text in STRM_RUN_SOURCES.items()}
+    sources.update({
+        "lr": f"{STRM_REPO} {script_line} -lr {lr:g} (constant: MultiStepLR milestones --sch [1000000], run.py:81,135)",
+        "iterations": f"{STRM_REPO} {script_line} --training_iterations {iterations}",
+        "episodes_per_step": f"{STRM_REPO} " + (f"{script_line} --tasks_per_batch 16" if ssv2 else
+                                                 "run.py:110 --tasks_per_batch 16 (default; the script passes none)"),
+        "train_queries_per_class": f"{STRM_REPO} {script_line} --query_per_class {queries}",
+    })
+    if ssv2:
+        sources["resize"] = f"{STRM_REPO} run.py:163 somethingsomethingv2_256x256q5_7l8.zip (frames 256x256)"
+        sources["frame_sampler"] = (f"{STRM_REPO} run.py:163 (8 frames per SSv2 video) + video_reader.py:250-251 "
+                                    "(all 8 when n = 8: fixed frames)")
+    else:
+        sources["resize"] = (f"{STRM_REPO} run.py:166-172 kinetics_256q5_1, UCF-101_320, hmdb51_256q5 zips (not "
+                             "squashed like SSv2's 256x256: inferred from the names) + video_reader.py:88 Resize(256)")
+        sources["frame_sampler"] = (f"{STRM_REPO} video_reader.py:252-273 (linspace with both ends jittered by up "
+                                    "to 5 frames)")
+    if why:
+        sources = {key: f"{text} [{why}]" for key, text in sources.items()}
     return reference_recipe(optimizer="sgd", momentum=0.0, lr=lr, iterations=iterations, iterations_per_step=16,
                             train_queries_per_class=queries, val_every=1000, val_episodes=1000, notes=notes,
                             resize="squash" if ssv2 else "short-side", resize_to=256, antialias=True, random_crop=True,
-                            flip="all", frame_sampler="evenly-spaced" if ssv2 else "trx-jitter")
+                            flip="all", frame_sampler="evenly-spaced" if ssv2 else "trx-jitter", sources=sources)
 
 
 STRM_RECIPES = {
-    "ssv2-full": _strm_recipe(1e-3, 75_010, 4, ssv2=True, notes="scripts/run_strm_ssv2.sh (OTAM split 7): lr 1e-3, 75,010 tasks, "
-                              "4 train queries per class, tested at 75,000"),
-    "ssv2-small": _strm_recipe(1e-3, 75_010, 4, ssv2=True, notes="no STRM script for SSv2-Small: the SSv2 script's settings"),
-    "kinetics100": _strm_recipe(1e-4, 20_010, 5, "scripts/run_strm_kin.sh (CMN list): lr 1e-4, 20,010 tasks, "
-                                "5 train queries per class"),
-    "ucf101": _strm_recipe(1e-4, 20_010, 4, "scripts/run_strm_ucf.sh (ARN split 3): lr 1e-4, 20,010 tasks, "
-                           "4 train queries per class"),
-    "hmdb51": _strm_recipe(1e-4, 20_010, 4, "scripts/run_strm_hmdb.sh (ARN split 3): lr 1e-4, 20,010 tasks, "
-                           "4 train queries per class"),
-        "synthetic": synthetic_recipe(
+    "ssv2-full": _strm_recipe("scripts/run_strm_ssv2.sh", 1e-3, 75_010, 4, ssv2=True,
+                              notes="scripts/run_strm_ssv2.sh (OTAM split 7): lr 1e-3, 75,010 tasks, 4 train queries "
+                              "per class, tested at 75,000"),
+    "ssv2-small": _strm_recipe("scripts/run_strm_ssv2.sh", 1e-3, 75_010, 4, ssv2=True,
+                               notes="no STRM script for SSv2-Small: the SSv2 script's settings",
+                               why="no STRM script for SSv2-Small: the SSv2 script's settings"),
+    "kinetics100": _strm_recipe("scripts/run_strm_kin.sh", 1e-4, 20_010, 5,
+                                "scripts/run_strm_kin.sh (CMN list): lr 1e-4, 20,010 tasks, 5 train queries per class; "
+                                "as released the script exits at argument parsing (--dataset kinetics_cmn is not one "
+                                "of run.py:108's choices): its other arguments are used"),
+    "ucf101": _strm_recipe("scripts/run_strm_ucf.sh", 1e-4, 20_010, 4,
+                           "scripts/run_strm_ucf.sh (ARN split 3): lr 1e-4, 20,010 tasks, 4 train queries per class"),
+    "hmdb51": _strm_recipe("scripts/run_strm_hmdb.sh", 1e-4, 20_010, 4,
+                           "scripts/run_strm_hmdb.sh (ARN split 3): lr 1e-4, 20,010 tasks, 4 train queries per class"),
+    "synthetic": synthetic_recipe(
         train_queries_per_class=4, head_options={"out_dim": 128},
         notes="Synthetic (small CNN, d=128, CPU): the shared budget with the scripts' 4 train queries per class and "
         "TRX key/value size out_dim=128 (= d; 1152 is about d/2 at ResNet-50 size, as for trx)",
@@ -339,6 +383,8 @@ Where the reference is ill-defined, and what fsar-bench does:
 - model.eval() does not reach that list, so the reference keeps the classifier's dropout (0.1) on at test time
   and its accuracy is stochastic. Here it is off in eval; post_pattern_test_dropout=true reproduces the bug
   (with cached encodings, one draw per video rather than one per episode).
+- scripts/run_strm_kin.sh passes --dataset kinetics_cmn, not one of run.py's --dataset choices: as released it
+  exits at argument parsing; the Kinetics recipe takes its other arguments (lr 1e-4, 20,010 tasks, 5 queries).
 - the reference validates on the test split; we select on val. Released checkpoints (SSv2, Kinetics, HMDB, UCF;
   5-shot) keep resnet.module.* / attn_pat.module.* / fr_enrich.module.* (DataParallel) keys: the loader accepts them.
 Cached encoding per video, per cardinality k: TRX keys and values 2·C(T,k)·out_dim floats plus the classifier

@@ -218,28 +218,75 @@ TEAM_RESNET50_PREPROCESS = Preprocess(resize="short-side", resize_to=256, crop=2
 """TEAM: frames extracted at short side 256 (preprocess.py), Resize(256), centre crop 224, mean 0.45, std 0.225."""
 
 
-def _team_recipe(notes: str, pattern_tokens: int = 60) -> Recipe:
-    """run_train.py with the ResNet scripts' settings (scripts/run_*.sh). Its lr_policy has no warm-up (unlike the
-    MoLo family's, which ``reference_recipe``'s STEPS_ITER implies), so the steps are given directly."""
+TEAM_REPO = "leesb7426/TEAM@8bd6b6e"
+TEAM_RESNET_SCRIPTS = ("scripts/run_hmdb.sh", "scripts/run_kinetics.sh", "scripts/run_ucf.sh")
+"""The scripts with ResNet lines (line 3: 1-shot, line 8: 5-shot); scripts/run_ssv2_small.sh has ViT lines only."""
+TEAM_RUN_SOURCES = {
+    "optimizer": "run_train.py:45-51 --opt sgd (default, l.94): torch.optim.SGD",
+    "momentum": "run_train.py:49 momentum=0.9",
+    "nesterov": "run_train.py:51 nesterov=True",
+    "weight_decay": "run_train.py:50 weight_decay=5e-4 (every parameter)",
+    "iterations": "run_train.py:116 training_iterations = 10000",
+    "lr_steps": "run_train.py:117-118 steps_iter 1000, steps [0, 3, 5, 7] (lr_policy.py:9-19 at task/1000, no warm-up)",
+    "lr_factors": "run_train.py:119 lrs [1, 0.5, 0.1, 0.01] (relative lrs, as successive factors)",
+    "train_queries_per_class": "run_train.py:86 --query_per_class 6 (default; the scripts pass none)",
+    "resize": "preprocess.py:11-15 (ffmpeg: short side 256) + video_reader.py:94 Resize(256)",
+    "resize_to": "video_reader.py:94 Resize(256)",
+    "antialias": "videotransforms/functional.py:55-59 (Resize's default 'nearest' selects PIL bilinear)",
+    "random_crop": "video_reader.py:100 RandomCrop(224)",
+    "flip": "video_reader.py:99 RandomHorizontalFlip (every training clip)",
+    "color_jitter": "video_reader.py:101-104 ColorJitter (every training clip)",
+    "jitter": "video_reader.py:101-104 ColorJitter(0.5, 0.5, 0.5, 0.25), no grayscale",
+    "frame_sampler": "video_reader.py:268-271 (segments of n//8 frames, one random frame each; the last n mod 8 "
+                     "never sampled: molo-segment's formula)",
+    "val_every": "fsar-bench: every 500 episodes (TEAM saves a checkpoint every 500 tasks, run_train.py:138, "
+                 "and picks the best on test)",
+    "val_episodes": "fsar-bench: >= 1,000 val episodes (TEAM tests on 10,000 tasks, run_train.py:90)",
+}
+"""run_train.py's, preprocess.py's and video_reader.py's facts every ResNet script shares (file:line in
+``TEAM_REPO``)."""
+
+
+def _team_recipe(notes: str, script: str | None = None, pattern_tokens: int = 60, why: str = "") -> Recipe:
+    """run_train.py with a ResNet line of ``script`` (scripts/run_*.sh; None: the ResNet lines' common settings,
+    identical in every script at 1-shot). Its lr_policy has no warm-up (unlike the MoLo family's, which
+    ``reference_recipe``'s STEPS_ITER implies), so the steps are given directly. ``why``: the reason the settings
+    are used for a benchmark no script covers (appended to every source)."""
+    where = f"{script}:3" if script else "the ResNet lines of " + ", ".join(f"{name}:3" for name in TEAM_RESNET_SCRIPTS)
+    sources = {key: text if text.startswith("fsar-bench") else f"{TEAM_REPO} {text}"
+               for key, text in TEAM_RUN_SOURCES.items()}
+    sources.update({
+        "lr": f"{TEAM_REPO} {where} --learning_rate 0.001",
+        "episodes_per_step": f"{TEAM_REPO} {where} --tasks_per_batch 16 (optimizer step: run_train.py:184-187)",
+        "head_options": f"{TEAM_REPO} {where} --agg_num {pattern_tokens} (1-shot)",
+    })
+    if why:
+        sources = {key: f"{text} [{why}]" for key, text in sources.items()}
     constant = reference_recipe(
         optimizer="sgd", lr=1e-3, momentum=0.9, weight_decay=5e-4, iterations=10_000, iterations_per_step=16,
         train_queries_per_class=6, head_options={"pattern_tokens": pattern_tokens}, val_every=500,
         val_episodes=1000, notes=notes, nesterov=True,
         # video_reader.py: resize 256, flip, random 224 crop, ColorJitter(0.5, 0.5, 0.5, 0.25) on every clip
         resize="short-side", resize_to=256, antialias=True, random_crop=True, flip="all", color_jitter="all",
-        jitter=(0.5, 0.5, 0.5, 0.25, 0.0), frame_sampler="segment-random",
+        jitter=(0.5, 0.5, 0.5, 0.25, 0.0), frame_sampler="molo-segment", sources=sources,
     )
     return dataclasses.replace(constant, lr_steps=(3000, 5000, 7000), lr_factors=(0.5, 0.2, 0.1))
 
 
+_NO_RESNET_SSV2 = ("TEAM releases no ResNet setting for SSv2 (scripts/run_ssv2_small.sh has ViT lines only): the "
+                   "ResNet scripts' common settings")
 TEAM_RECIPES = {
-    "hmdb51": _team_recipe("scripts/run_hmdb.sh ResNet lines: A (agg_num) 60 at 1-shot, 70 at 5-shot"),
-    "kinetics100": _team_recipe("scripts/run_kinetics.sh ResNet lines: A 60 at 1-shot, 80 at 5-shot"),
-    "ucf101": _team_recipe("scripts/run_ucf.sh ResNet lines: A 60 at 1-shot, 80 at 5-shot"),
+    "hmdb51": _team_recipe("scripts/run_hmdb.sh ResNet lines: A (agg_num) 60 at 1-shot, 70 at 5-shot",
+                           "scripts/run_hmdb.sh"),
+    "kinetics100": _team_recipe("scripts/run_kinetics.sh ResNet lines (splits/kinetics is the CMN list): A 60 at "
+                                "1-shot, 80 at 5-shot", "scripts/run_kinetics.sh"),
+    "ucf101": _team_recipe("scripts/run_ucf.sh ResNet lines: A 60 at 1-shot, 80 at 5-shot", "scripts/run_ucf.sh"),
     "ssv2-small": _team_recipe("no ResNet script for SSv2-Small (scripts/run_ssv2_small.sh has ViT lines only: "
-                               "lr 5e-4, A 50 / 80, 4 tasks per step): the ResNet scripts' common settings"),
-    "ssv2-full": _team_recipe("TEAM releases no SSv2-Full setting: the ResNet scripts' common settings"),
-        "synthetic": synthetic_recipe(
+                               "lr 5e-4, A 50 / 80, 4 tasks per step): the ResNet scripts' common settings",
+                               why=_NO_RESNET_SSV2),
+    "ssv2-full": _team_recipe("TEAM releases no SSv2-Full setting: the ResNet scripts' common settings",
+                              why=_NO_RESNET_SSV2),
+    "synthetic": synthetic_recipe(
         train_queries_per_class=6, head_options={"pattern_tokens": 16, "positional_scale": 1.0},
         notes="Synthetic (small CNN, d=128, CPU): the shared budget with the scripts' 6 train queries per class, 16 "
         "pattern tokens and a positional sinusoid of amplitude 1 (reference 0.1): frame order reaches TEAM's "
@@ -251,11 +298,12 @@ TEAM_RECIPES["finegym"] = adopted(TEAM_RECIPES["ssv2-full"], "fsar-bench's choic
                           "the SSv2-Full recipe, the other fine-grained motion benchmark")
 
 # --------------------------------------------------------------------------- cards
-TEAM_NOTES = """Recipes: run_train.py as the ResNet scripts run it: SGD, momentum 0.9, Nesterov (not expressible in a Recipe:
-fsar-bench's SGD is plain momentum), weight decay 5e-4, lr 1e-3 x 1 / 0.5 / 0.1 / 0.01 from task 0 / 3000 / 5000
-/ 7000 (steps_iter 1000, steps [0, 3, 5, 7]), 10,000 tasks, 16 tasks per optimizer step, 6 train queries per
-class. The number of pattern tokens A is a head option set per dataset at its 1-shot value (60); the 5-shot
-scripts use 70 (HMDB51) or 80 (Kinetics, UCF101): set [methods.team] options pattern_tokens for those runs.
+TEAM_NOTES = """Recipes: run_train.py as the ResNet scripts run it: SGD, momentum 0.9, Nesterov, weight decay 5e-4
+on every parameter, lr 1e-3 x 1 / 0.5 / 0.1 / 0.01 from task 0 / 3000 / 5000 / 7000 (steps_iter 1000, steps
+[0, 3, 5, 7], no warm-up), 10,000 tasks, 16 tasks per optimizer step, 6 train queries per class; training frames
+one random frame from each of 8 segments of n//8 frames (video_reader.py:268-271, the molo-segment formula).
+The number of pattern tokens A is a head option set per dataset at its 1-shot value (60); the 5-shot scripts use
+70 (HMDB51) or 80 (Kinetics, UCF101): set [methods.team] options pattern_tokens for those runs.
 Loss: CE(logits_pos) + CE(logits_neg) (TEAM.loss; the combined logits are not trained directly), divided by
 tasks_per_batch in run_train.py as the trainer divides by episodes_per_step.
 Where the reference departs from the protocol, and what fsar-bench does:
