@@ -5,7 +5,7 @@ Usage::
 
     entry = get_method(config, "otam")
     benchmark = open_benchmark("synthetic", config)
-    model = build_model(config, entry, benchmark, resolve_device("auto"))
+    model = build_model(config, entry, benchmark, resolve_device("auto"), shot=1)
     recipe = method_recipe(config, entry, "synthetic")
 """
 
@@ -79,16 +79,17 @@ def method_recipe(config: Config, entry: MethodEntry, dataset: str) -> Recipe:
     return resolve_recipe(entry.card, dataset, config.method_overrides(entry.name)).recipe
 
 
-def build_model(config: Config, entry: MethodEntry, benchmark: Benchmark, device: torch.device,
+def build_model(config: Config, entry: MethodEntry, benchmark: Benchmark, device: torch.device, shot: int,
                 backbone_weights: str | None = None) -> FSARModel:
     """The method's model with fresh weights (seeded by the train seed, without touching global RNG state).
 
-    Head options: card options < the recipe's head options (loss weights included) < [methods.NAME] options.
+    Head options: card options < the recipe's head options at ``shot`` (loss weights included) < [methods.NAME]
+    options.
     ``backbone_weights`` overrides ``run.backbone_weights`` ("none" when a checkpoint replaces every weight).
     """
     overrides = config.method_overrides(entry.name)
     recipe = method_recipe(config, entry, benchmark.name)
-    options = {**recipe.head_options, **overrides.get("options", {})}
+    options = {**recipe.head_options_at(shot), **overrides.get("options", {})}
     backbone = overrides.get("backbone") or (config.run["backbone"] if config.run["backbone"] != "auto" else default_backbone(benchmark.name, entry.card))
     track = config.run["track"]
     if track not in TRACKS:

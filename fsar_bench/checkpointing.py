@@ -49,7 +49,7 @@ from fsar_bench.build import RunRequest, feature_store, get_method, make_protoco
 TRAINING_PIPELINE_VERSION = 2
 """Bumped when training itself changes (2: augmentation, samplers, two backbone calls, schedules as run, optimiser
 groups), so that checkpoints trained by an older trainer are not reused."""
-RECIPE_FIELDS_SINCE_V2 = {"warmup_start_lr": 0.0}
+RECIPE_FIELDS_SINCE_V2 = {"warmup_start_lr": 0.0, "head_options_by_shot": {}}
 """Recipe fields added after checkpoints were first keyed, with their defaults: left out of the digest while at
 the default, so that existing checkpoints keep their paths."""
 

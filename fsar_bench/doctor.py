@@ -170,7 +170,7 @@ def run_doctor(config: Config, options: DoctorOptions, device: torch.device) -> 
 
     benchmark = open_benchmark(options.dataset, config)
     entry = discover_methods(config.path("methods")).get(options.method)
-    model = build_model(config, entry, benchmark, device)
+    model = build_model(config, entry, benchmark, device, options.shot)
     model.train()
     recipe = method_recipe(config, entry, benchmark.name)
     maker = TrainClipMaker.from_recipe(recipe, model.preprocess, config.protocol["frames"], benchmark.size)

@@ -88,7 +88,7 @@ def run_method(config: Config, request: RunRequest, standard_episodes: int | Non
     protocol = make_protocol(config, benchmark, "test", request.shot)
     protocol.check_feasible(test)
     # a given checkpoint replaces every weight: no ImageNet file needed to evaluate it
-    model = build_model(config, entry, benchmark, device, "none" if request.checkpoint is not None else None)
+    model = build_model(config, entry, benchmark, device, request.shot, "none" if request.checkpoint is not None else None)
     if request.checkpoint is not None:  # every weight comes from the file: its stamp replaces ours when it loads
         model.spec["backbone_weights"] = WEIGHTS_FROM_CHECKPOINT
     checkpoint_sha, checkpoint_path, train_info = ensure_checkpoint(config, entry, benchmark, model, request, dist, log)

@@ -131,7 +131,7 @@ def test_ddp_training_matches_one_process(tmp_path, synthetic_cache):
     config = load_config(one)
     entry = get_method(config, "faulty-otam")
     benchmark = open_benchmark("synthetic", config)
-    model = build_model(config, entry, benchmark, torch.device("cpu"))
+    model = build_model(config, entry, benchmark, torch.device("cpu"), 1)
     path = default_checkpoint_path(config, model, "synthetic", 1)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as each torchrun rank (OMP_NUM_THREADS=1): then the arithmetic is the same

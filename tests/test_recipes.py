@@ -49,6 +49,9 @@ def test_effective_recipe_equals_the_reference_table(method):
             if field == "train_queries_by_shot":
                 value = {int(shot): queries for shot, queries in value.items()}
                 ours = dict(ours)
+            elif field == "head_options_by_shot":
+                value = {int(shot): options for shot, options in value.items()}
+                ours = {shot: dict(options) for shot, options in ours.items()}
             elif field == "head_options":
                 ours = dict(ours)
             assert ours == _expected(value), f"{method} on {dataset}: {field} is {ours!r}, the reference {value!r}"
@@ -128,3 +131,16 @@ def test_unusable_values_are_refused_naming_field_and_source():
     with pytest.raises(UsageError, match=r"schedule = 'asrun' \(from bench.toml \[methods.molo\] schedule\)") as error:
         resolve_recipe(card, "hmdb51", {"schedule": "asrun", "recipes": {"hmdb51": {"frame_sampler": "random"}}})
     assert "frame_sampler = 'random' (from bench.toml [methods.molo.recipes.hmdb51] frame_sampler)" in str(error.value)
+
+
+def test_head_options_can_differ_by_shot_as_the_released_scripts_do():
+    """TEAM's 5-shot scripts train with more pattern tokens (run_hmdb.sh:8 70, run_ucf.sh:8 80); bench.toml can set
+    per-shot options too (TOML keys are strings)."""
+    from fsar_bench.config import recipe_with_overrides
+
+    card = REGISTRY.get("team").card
+    hmdb = resolve_recipe(card, "hmdb51").recipe
+    assert [hmdb.head_options_at(shot)["pattern_tokens"] for shot in (1, 3, 5)] == [60, 60, 70]
+    assert resolve_recipe(card, "ucf101").recipe.head_options_at(5)["pattern_tokens"] == 80
+    edited = recipe_with_overrides(hmdb, {"head_options_by_shot": {"5": {"pattern_tokens": 90}}})
+    assert edited.head_options_at(5) == {"pattern_tokens": 90} and edited.head_options_at(1) == {"pattern_tokens": 60}

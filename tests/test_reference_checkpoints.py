@@ -88,7 +88,7 @@ def synthetic_model(config: Path, method: str, seed: int) -> FSARModel:
     """The model `fsar-bench evaluate METHOD -d synthetic` builds, with weights drawn from ``seed``."""
     settings = load_config(config)
     model = build_model(settings, get_method(settings, method), open_benchmark("synthetic", settings),
-                        torch.device("cpu"), "none")
+                        torch.device("cpu"), 5, "none")
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, value in model.state_dict().items():

@@ -184,7 +184,7 @@ def register(app: typer.Typer) -> None:
             check_writable(config.path("results"))
         entry = get_method(config, method)
         benchmark = open_benchmark(dataset, config, _data_options(splits_dir, allow_missing, trust_splits))
-        model = build_model(config, entry, benchmark, resolve_device(config.run["device"]))
+        model = build_model(config, entry, benchmark, resolve_device(config.run["device"]), shot)
         path = default_checkpoint_path(config, model, dataset, shot, benchmark.frames_from)
         with training_lock(path, is_main_process(), log=stderr.print):
             train_checkpoint(config, entry, benchmark, model, shot, path)

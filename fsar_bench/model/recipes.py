@@ -32,7 +32,9 @@ class Recipe:
     linearly from ``warmup_start_lr`` (the reference configs' WARMUP_START_LR; default 0).
     ``head_options`` are passed to the head as options (per-dataset constants and loss weights: a loss weight
     is a head option, declared with ``loss_weight`` in the head's options dataclass).
-    ``train_queries_by_shot`` overrides ``train_queries_per_class`` per shot.
+    ``train_queries_by_shot`` overrides ``train_queries_per_class`` per shot, and ``head_options_by_shot`` adds to
+    (or replaces in) ``head_options`` per shot (e.g. TEAM's 5-shot scripts use more pattern tokens):
+    ``recipe.head_options_at(shot)`` is what a model of that shot is built with.
     ``val_every``/``val_episodes`` control checkpoint selection on the val split.
     Training clips: ``frame_sampler`` (``fsar_bench.data.sampling.FRAME_SAMPLERS``), ``resize``/``resize_to``/
     ``antialias`` (also the test-time resize of this dataset), ``random_crop`` (else centre), ``flip`` and
@@ -59,6 +61,7 @@ class Recipe:
     lr_factors: tuple[float, ...] = ()
     head_options: Mapping[str, Any] = field(default_factory=dict)
     train_queries_by_shot: Mapping[int, int] = field(default_factory=dict)
+    head_options_by_shot: Mapping[int, Mapping[str, Any]] = field(default_factory=dict)
     val_every: int = 100
     val_episodes: int = 200
     notes: str = ""
@@ -85,6 +88,10 @@ class Recipe:
     def train_queries(self, shot: int) -> int:
         """Training queries per class at this shot."""
         return int(self.train_queries_by_shot.get(shot, self.train_queries_per_class))
+
+    def head_options_at(self, shot: int) -> dict[str, Any]:
+        """The head options a model trained and evaluated at ``shot`` is built with."""
+        return {**self.head_options, **self.head_options_by_shot.get(shot, {})}
 
     def lr_multiplier(self, iteration: float) -> float:
         """Product of the decays whose step has passed (before warm-up)."""

@@ -52,7 +52,7 @@ class Setup:
         self.config = load_config(write_bench_toml(root, cache), {"run.workers": 2})
         self.entry = get_method(self.config, "otam")
         self.benchmark = open_benchmark("synthetic", self.config)
-        self.model = build_model(self.config, self.entry, self.benchmark, torch.device("cpu"))
+        self.model = build_model(self.config, self.entry, self.benchmark, torch.device("cpu"), 5)
         self.context = "bench:" + state_sha256(self.model)
         self.runs = 0
         self.cold: dict[tuple[int, int], tuple[float, dict]] = {}
