@@ -2,11 +2,13 @@
 results computed by the old code without saying so.
 
 A digest is a mapping ``{module name: sha256 of its source file}`` over the method's own module (its file in
-``methods/``) and the package modules its results run through. Checkpoints stamp ``TRAINING_MODULES``' digest,
-runs ``SCORING_MODULES``'; reusing either under code whose digest differs is refused (exit 4) naming the changed
-files, unless the user retrains (``--retrain``) or declares the change harmless (``--accept-code-change``, which
-is stamped into the run). Modules are hashed as imported objects, so a moved file stays hashed; a module without
-its source file is an error, never silently skipped.
+``methods/``), the modules of the head classes its head derives from (``fsar_bench.model.hyrsm_family``, the head
+HyRSM and HyRSM++ share) and the package modules its results run through. Checkpoints stamp
+``TRAINING_MODULES``' digest, runs ``SCORING_MODULES``'; reusing either under code whose digest differs is
+refused (exit 4) naming the changed files, unless the user retrains (``--retrain``) or declares the change
+harmless (``--accept-code-change``, which is stamped into the run). The encoding cache keys the same
+``method_modules``. Modules are hashed as imported objects, so a moved file stays hashed; a module without its
+source file is an error, never silently skipped.
 
 Usage::
 
@@ -55,9 +57,26 @@ def module_source(module: ModuleType) -> bytes:
     return Path(source).read_bytes()
 
 
+def head_modules(head_class: type) -> list[str]:
+    """The names of the modules of ``head_class`` and of every head class (``FewShotHead`` subclass) it derives
+    from, its own first: a head written once in a package module and shared by several plugins (HyRSM and
+    HyRSM++ derive from ``fsar_bench.model.hyrsm_family``) is hashed with each of them."""
+    from fsar_bench.api import FewShotHead  # here, not above: store.py reads digests without importing torch
+
+    names = [head_class.__module__]
+    for base in head_class.__mro__:
+        if issubclass(base, FewShotHead) and base.__module__ not in names:
+            names.append(base.__module__)
+    return names
+
+
 def method_modules(head_class: type, module_names: Iterable[str]) -> list[ModuleType]:
-    """The head's own module, then ``module_names`` imported."""
-    return [sys.modules[head_class.__module__], *(importlib.import_module(name) for name in module_names)]
+    """The head's own module, the modules of the head classes it derives from (``head_modules``) that
+    ``module_names`` does not list, then ``module_names`` imported."""
+    listed = tuple(module_names)
+    own, *bases = head_modules(head_class)
+    return [sys.modules[own], *(sys.modules[name] for name in bases if name not in listed),
+            *(importlib.import_module(name) for name in listed)]
 
 
 def code_digest(head_class: type, module_names: Iterable[str]) -> dict[str, str]:

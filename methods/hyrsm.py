@@ -4,6 +4,8 @@ Per video (``encode``, cached): positional encoding, pre-norm self-attention ove
 (intra-relation) and ReLU, then the frame half of the 1×1 fusion conv. Per episode (``logits``):
 multi-head attention over the set {N support items, the query} of time-means (inter-relation), the token
 half of the fusion conv, and Bi-MHM matching. Semantics: ``tests/data/parity/README.md`` (HyRSM).
+The head's code is ``fsar_bench/model/hyrsm_family.py``, shared with HyRSM++ (``methods/hyrsmpp.py``); this file
+holds HyRSM's loss weight, recipes and card.
 
 Usage::
 
@@ -18,172 +20,41 @@ Usage::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
-
-import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
 
 from fsar_bench.api import (
     MOLO_REPOSITORY_CHECKPOINT,
     MOLO_RESNET50_PREPROCESS,
-    FewShotHead,
-    HeadConfig,
-    LossOutput,
-    MethodCard,
-    OptionError,
-    Reps,
-    TrainEpisode,
     HYRSM_REPO,
+    MethodCard,
     Recipe,
-    ReleasedConfig,
-    add_episode_axis,
     adopted,
     loss_weight,
-    molo_family_recipe,
-    support_to_episode,
     synthetic_recipe,
 )
-from fsar_bench.layers import (
-    HyrsmPositionalEncoding,
-    PreNormSelfAttention,
-    SetAttention,
-    bi_mhm_distance,
-    nest_rules,
-    rename_keys,
+from fsar_bench.model.hyrsm_family import (
+    HYRSM_TRAIN_QUERIES_BY_SHOT,
+    HyrsmFamilyHead,
+    HyrsmFamilyOptions,
+    hyrsm_released_recipe,
 )
-
-HYRSM_TRAIN_QUERIES_BY_SHOT = {1: 7, 2: 6, 3: 5, 4: 4, 5: 3}
-"""Training queries per class by shot in the released configs (Recipe holds the 1-shot value)."""
 
 
 # --------------------------------------------------------------------------- options
 @dataclass(frozen=True)
-class HyrsmOptions:
-    """HyRSM's sizes, constants and loss weight (the reference's defaults; recipes change some per dataset)."""
+class HyrsmOptions(HyrsmFamilyOptions):
+    """HyRSM's sizes and constants (``HyrsmFamilyOptions``: heads, positional encoding, dropouts, set_items) and
+    its loss weight (the reference's defaults; recipes change some per dataset)."""
 
-    heads: int = 8  # head_dim = dim // heads, as the reference derives it
-    position_a: float = 10.0  # x·sqrt(d/A) + B·pe
-    position_b: float = 1.0
-    position_table_length: int = 20
-    position_dropout: float = 0.1
-    intra_dropout: float = 0.2  # self-attention output projection
-    inter_dropout: float = 0.05  # set-attention output projection
-    inter_attention_dropout: float = 0.1  # set-attention probabilities
-    set_items: Literal["auto", "videos", "prototypes"] = "auto"  # "auto": videos if K == 1 else prototypes
     classification_weight: float = loss_weight(0.6)  # λ_cls
 
 
 # --------------------------------------------------------------------------- head
-class HyrsmHead(FewShotHead):
-    """HyRSM head over pooled frame features ``[V, T, d]``.
-
-    Cached per video: ``{"frames": W_f·relu(intra) + b  [V, T, d], "mean": time-mean of relu(intra)  [V, d],
-    "set_qkv": the set attention's q/k/v projections of the mean  [V, 3, d]}``, where ``W = [W_f | W_z]`` is
-    the fusion conv over ``[frame; video token]``.
-    """
+class HyrsmHead(HyrsmFamilyHead):
+    """HyRSM head over pooled frame features ``[V, T, d]``: ``HyrsmFamilyHead`` as it is (modules, cached reps
+    ``{"frames", "mean", "set_qkv"}``, logits, reference keys), trained with CE + λ_cls·CE_base_per_frame."""
 
     options_class = HyrsmOptions
-
-    def __init__(self, config: HeadConfig) -> None:
-        super().__init__(config)
-        options: HyrsmOptions = self.options
-        dim, heads = config.dim, options.heads
-        if config.frames > options.position_table_length:
-            raise OptionError(f"hyrsm: {config.frames} frames exceed position_table_length")
-        self.positional_encoding = HyrsmPositionalEncoding(
-            dim, options.position_table_length, options.position_a, options.position_b, options.position_dropout
-        )
-        self.intra_attention = PreNormSelfAttention(dim, heads, options.intra_dropout)
-        self.inter_attention = SetAttention(dim, heads, options.inter_dropout, options.inter_attention_dropout)
-        self.fusion = nn.Conv1d(2 * dim, dim, kernel_size=1)  # over [frame; video token], split in two below
-        self.base_classifier = nn.Linear(dim, config.num_base_classes)
-
-    # -- per video
-    def intra_relation(self, features: Tensor) -> Tensor:
-        """[V, T, d] -> intra-relation features before ReLU (attention + residual) [V, T, d]."""
-        return self.intra_attention(self.positional_encoding(features))
-
-    def encode(self, features: Tensor) -> Reps:
-        """[V, T, d] -> {"frames": [V, T, d], "mean": [V, d], "set_qkv": [V, 3, d]}."""
-        return self._encode_intra(torch.relu(self.intra_relation(features)))
-
-    def _encode_intra(self, intra: Tensor) -> dict[str, Tensor]:
-        frame_weight = self.fusion.weight[:, : self.config.dim, 0]
-        mean = intra.mean(dim=-2)
-        return {"frames": F.linear(intra, frame_weight, self.fusion.bias), "mean": mean,
-                "set_qkv": self.inter_attention.project_qkv(mean)}
-
-    # -- per episode
-    def relation_outputs(self, support: Reps, query: Reps) -> dict[str, Tensor]:
-        """support {"frames": [E, N, K, T, d], "mean": [E, N, K, d]}, query {"frames": [E, Q, T, d], "mean": [E, Q, d]}.
-
-        Returns ``logits`` [E, Q, N], ``inter_set`` [E, Q, n+1, d] (before ReLU), ``final_support``
-        [E, Q, n, T, d] and ``final_query`` [E, Q, T, d]; n = N (prototypes) or N·K (videos).
-        """
-        assert isinstance(support, dict) and isinstance(query, dict)
-        episodes, way, shot = support["mean"].shape[:3]
-        num_query = query["mean"].shape[1]
-        use_videos = self.options.set_items == "videos" or (self.options.set_items == "auto" and shot == 1)
-        has_qkv = "set_qkv" in support and "set_qkv" in query
-        if use_videos:  # every support video is a set item (the reference's 1-shot class)
-            item_frames = support["frames"].flatten(1, 2)
-            item_means = support["mean"].flatten(1, 2)
-            item_qkv = support["set_qkv"].flatten(1, 2) if has_qkv else None
-        else:  # class prototypes: per-frame mean over shots (fusion is linear, so the mean commutes with W_f)
-            item_frames = support["frames"].mean(dim=2)
-            item_means = support["mean"].mean(dim=2)
-            item_qkv = support["set_qkv"].mean(dim=2) if has_qkv else None  # q/k/v are linear too
-        num_items = item_means.shape[1]
-        inter_set = self.inter_attention.forward_sets(item_means, query["mean"], item_qkv,
-                                                      query["set_qkv"] if has_qkv else None)  # [E, Q, n+1, d]
-        token_part = F.linear(torch.relu(inter_set), self.fusion.weight[:, self.config.dim :, 0])
-        final_support = item_frames[:, None] + token_part[:, :, :num_items, None, :]
-        final_query = query["frames"] + token_part[:, :, num_items, None, :]
-        distances = bi_mhm_distance(final_query[:, :, None], final_support)  # [E, Q, n]
-        if use_videos:
-            distances = distances.reshape(episodes, num_query, way, shot).mean(dim=-1)
-        return {
-            "logits": -distances, "inter_set": inter_set, "final_support": final_support, "final_query": final_query
-        }
-
-    def logits(self, support: Reps, query: Reps) -> Tensor:
-        """support [E, N, K, ...] class-major, query [E, Q, ...] -> [E, Q, N]."""
-        return self.relation_outputs(support, query)["logits"]
-
-    # -- training
-    def loss(self, support_features: Tensor, query_features: Tensor, episode: TrainEpisode) -> LossOutput:
-        """CE(episode logits) + λ_cls·CE(base classifier on every intra frame).
-
-        ``total`` is the reference's per-episode loss × BATCH_SIZE (4): the reference divides by 4 and
-        accumulates 4 episodes per GPU over 4 GPUs, so ``total / episodes_per_step`` (16) gives its gradient.
-        """
-        num_support = support_features.shape[0]
-        intra = torch.relu(self.intra_relation(torch.cat([support_features, query_features])))
-        class_logits = self.base_classifier(intra).flatten(0, 1)  # [(N*K+Q)*T, classes]
-        base_labels = torch.cat([episode.support_base_labels, episode.query_base_labels])
-        base_labels = base_labels.repeat_interleave(intra.shape[1])
-        encoded = self._encode_intra(intra)
-        support_reps = {key: value[:num_support] for key, value in encoded.items()}
-        support = support_to_episode(support_reps, episode.way, episode.shot)
-        query = add_episode_axis({key: value[num_support:] for key, value in encoded.items()})
-        logits = self.logits(support, query)[0]
-        ce_episode = F.cross_entropy(logits, episode.query_labels)
-        ce_base = F.cross_entropy(class_logits, base_labels)
-        total = ce_episode + self.options.classification_weight * ce_base
-        terms = {"ce_episode": ce_episode, "ce_base_class_per_frame": ce_base}
-        return LossOutput(total=total, terms=terms, logits=logits)
-
-    # -- reference checkpoints
-    def reference_key_map(self) -> dict[str, str]:
-        rules = [
-            ("positional_encoding.table", "pe.pe"),
-            ("fusion.", "layer2.0."),
-            ("base_classifier.", "classification_layer."),
-            *nest_rules("intra_attention.", "temporal_atte_before.", PreNormSelfAttention.REFERENCE_RULES),
-            *nest_rules("inter_attention.", "temporal_atte.", SetAttention.REFERENCE_RULES),
-        ]
-        return rename_keys(self.state_dict(), rules)
+    method_name = "hyrsm"
 
 
 # --------------------------------------------------------------------------- recipes
@@ -192,18 +63,13 @@ def _released(folder: str, name: str, lines: dict[str, int], *, lr: float, warmu
               batch_size_per_task: int = 4, sampler: str = "molo-segment",
               position: tuple[float, float] | None = None) -> Recipe:
     """One released ``configs/projects/hyrsm/<folder>/HyRSM_<name>_1shot_v1.yaml`` (values and their lines)."""
-    path = f"configs/projects/hyrsm/{folder}/HyRSM_{name}_1shot_v1.yaml"
-    config = ReleasedConfig(HYRSM_REPO, path, lines)
     options = {"classification_weight": (classification, "USE_CLASSIFICATION_VALUE")}
     if position:
         options.update(position_a=(position[0], "POSITION_A"), position_b=(position[1], "POSITION_B"))
-    return molo_family_recipe(
-        config, lr=lr, warmup_start_lr=warmup_from, steps_iter=steps_iter, steps=steps, lrs=lrs, num_train_tasks=tasks,
-        batch_size_per_task=batch_size_per_task, val_fre_iter=val_fre_iter,
-        query_per_class=HYRSM_TRAIN_QUERIES_BY_SHOT[1], frame_sampler=sampler, head_options=options,
-        train_queries_by_shot=HYRSM_TRAIN_QUERIES_BY_SHOT,
-        queries_by_shot_source=f"{HYRSM_REPO} configs/projects/hyrsm/{folder}/HyRSM_{name}_{{1..5}}shot_v1.yaml "
-                               "QUERY_PER_CLASS 7/6/5/4/3",
+    return hyrsm_released_recipe(
+        HYRSM_REPO, f"configs/projects/hyrsm/{folder}/HyRSM_{name}_1shot_v1.yaml", lines, options, lr=lr,
+        warmup_from=warmup_from, steps_iter=steps_iter, steps=steps, lrs=lrs, tasks=tasks, val_fre_iter=val_fre_iter,
+        batch_size_per_task=batch_size_per_task, sampler=sampler, queries_note=" 7/6/5/4/3",
     )
 
 

@@ -1,13 +1,14 @@
 """HyRSM++: hybrid relation guided temporal set matching (Wang et al., arXiv 2301.03330, the HyRSM authors'
 follow-up in the MoLo codebase).
 
-The HyRSM head (the same modules, weights and logits) trained with one more loss, a temporal-coherence
-regulariser on the query-specific features that enter matching: frames within ``window_size`` of each other are
-pulled together (weight ``1/((t−u)²+1)``), farther ones pushed apart until their cosine distance reaches
-``1 − exp(−(|t−u|−W)²/τ)``. Per video (``encode``, cached): positional encoding, intra-relation self-attention,
-ReLU and the frame half of the fusion conv; per episode (``logits``): set attention over {support items, the
-query}, the token half of the fusion conv and Bi-MHM matching. Semantics: ``tests/data/parity/README.md``
-(HyRSM, HyRSM++).
+The HyRSM head (``fsar_bench/model/hyrsm_family.py``, shared with ``methods/hyrsm.py``: the same modules, weights
+and logits) trained with one more loss, a temporal-coherence regulariser on the query-specific features that
+enter matching: frames within ``window_size`` of each other are pulled together (weight ``1/((t−u)²+1)``), farther
+ones pushed apart until their cosine distance reaches ``1 − exp(−(|t−u|−W)²/τ)``. Per video (``encode``, cached):
+positional encoding, intra-relation self-attention, ReLU and the frame half of the fusion conv; per episode
+(``logits``): set attention over {support items, the query}, the token half of the fusion conv and Bi-MHM
+matching. Semantics: ``tests/data/parity/README.md`` (HyRSM, HyRSM++). This file holds the regulariser, the
+options, recipes and card.
 
 Usage::
 
@@ -22,59 +23,38 @@ Usage::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from fsar_bench.api import (
     MOLO_REPOSITORY_CHECKPOINT,
     MOLO_RESNET50_PREPROCESS,
-    FewShotHead,
+    MOLO_REPO,
     HeadConfig,
     LossOutput,
     MethodCard,
-    OptionError,
     Recipe,
-    Reps,
     TrainEpisode,
-    add_episode_axis,
-    loss_weight,
-    MOLO_REPO,
-    ReleasedConfig,
     adopted,
-    molo_family_recipe,
-    support_to_episode,
+    loss_weight,
     synthetic_recipe,
 )
-from fsar_bench.layers import (
-    HyrsmPositionalEncoding,
-    PreNormSelfAttention,
-    SetAttention,
-    bi_mhm_distance,
-    nest_rules,
-    rename_keys,
+from fsar_bench.model.hyrsm_family import (
+    HYRSM_TRAIN_QUERIES_BY_SHOT,
+    HyrsmFamilyHead,
+    HyrsmFamilyOptions,
+    hyrsm_released_recipe,
 )
-
-TRAIN_QUERIES_BY_SHOT = {1: 7, 2: 6, 3: 5, 4: 4, 5: 3}
-"""Training queries per class by shot in the released configs."""
 
 
 # --------------------------------------------------------------------------- options
 @dataclass(frozen=True)
-class HyrsmppOptions:
-    """HyRSM's sizes and constants plus the regulariser's (SSv2-Full values; recipes change some per dataset)."""
+class HyrsmppOptions(HyrsmFamilyOptions):
+    """HyRSM's sizes and constants (``HyrsmFamilyOptions``: heads, positional encoding, dropouts, set_items) plus
+    the regulariser's and the loss weights (SSv2-Full values; recipes change some per dataset)."""
 
-    heads: int = 8  # head_dim = dim // heads, as the reference derives it
-    position_a: float = 10.0  # x·sqrt(d/A) + B·pe
-    position_b: float = 1.0
-    position_table_length: int = 20
-    position_dropout: float = 0.1
-    intra_dropout: float = 0.2  # self-attention output projection
-    inter_dropout: float = 0.05  # set-attention output projection
-    inter_attention_dropout: float = 0.1  # set-attention probabilities
-    set_items: Literal["auto", "videos", "prototypes"] = "auto"  # "auto": videos if K == 1 else prototypes
     window_size: int = 1  # WINDOW_SIZE: frames within it are pulled together
     temporal_balance: float = 51.0  # TEMPORAL_BALANCE τ
     balance_coefficient: float = 10.0  # BALANCE_COEFFICIENT β (0: 1)
@@ -93,79 +73,24 @@ def temporal_coherence_targets(frames: int, window: int, balance: float) -> tupl
     return torch.where(inside, near, far), inside.float()
 
 
-class HyrsmppHead(FewShotHead):
-    """HyRSM++ head over pooled frame features ``[V, T, d]`` (HyRSM's modules and reference keys).
+class HyrsmppHead(HyrsmFamilyHead):
+    """HyRSM++ head over pooled frame features ``[V, T, d]``: ``HyrsmFamilyHead`` (HyRSM's modules, cached reps
+    ``{"frames", "mean", "set_qkv"}``, logits and reference keys) with the temporal-coherence loss added.
 
-    Cached per video: ``{"frames": W_f·relu(intra) + b  [V, T, d], "mean": time-mean of relu(intra)  [V, d],
-    "set_qkv": the set attention's q/k/v projections of the mean  [V, 3, d]}``, where ``W = [W_f | W_z]`` is
-    the fusion conv over ``[frame; video token]``.
+    The regulariser's R and L are buffers rebuilt from the options, never stored (not in the state dict).
     """
 
     options_class = HyrsmppOptions
+    method_name = "hyrsmpp"
 
     def __init__(self, config: HeadConfig) -> None:
         super().__init__(config)
         options: HyrsmppOptions = self.options
-        dim, heads = config.dim, options.heads
-        if config.frames > options.position_table_length:
-            raise OptionError(f"hyrsmpp: {config.frames} frames exceed position_table_length")
-        self.positional_encoding = HyrsmPositionalEncoding(
-            dim, options.position_table_length, options.position_a, options.position_b, options.position_dropout
-        )
-        self.intra_attention = PreNormSelfAttention(dim, heads, options.intra_dropout)
-        self.inter_attention = SetAttention(dim, heads, options.inter_dropout, options.inter_attention_dropout)
-        self.fusion = nn.Conv1d(2 * dim, dim, kernel_size=1)  # over [frame; video token], split in two below
-        self.base_classifier = nn.Linear(dim, config.num_base_classes)
         regular, label = temporal_coherence_targets(config.frames, options.window_size, options.temporal_balance)
         self.register_buffer("coherence_target", regular, persistent=False)  # R, the reference's temproal_regular
         self.register_buffer("coherence_window", label, persistent=False)  # L, temproal_regular_label
 
-    # -- per video
-    def intra_relation(self, features: Tensor) -> Tensor:
-        """[V, T, d] -> intra-relation features before ReLU (attention + residual) [V, T, d]."""
-        return self.intra_attention(self.positional_encoding(features))
-
-    def encode(self, features: Tensor) -> Reps:
-        """[V, T, d] -> {"frames": [V, T, d], "mean": [V, d], "set_qkv": [V, 3, d]}."""
-        return self._encode_intra(torch.relu(self.intra_relation(features)))
-
-    def _encode_intra(self, intra: Tensor) -> dict[str, Tensor]:
-        mean = intra.mean(dim=-2)
-        frames = F.linear(intra, self.fusion.weight[:, : self.config.dim, 0], self.fusion.bias)
-        return {"frames": frames, "mean": mean, "set_qkv": self.inter_attention.project_qkv(mean)}
-
-    # -- per episode
-    def relation_outputs(self, support: Reps, query: Reps) -> dict[str, Tensor]:
-        """support {"frames": [E, N, K, T, d], "mean": [E, N, K, d], ...}, query {"frames": [E, Q, T, d], ...}.
-
-        Returns ``logits`` [E, Q, N], ``inter_set`` [E, Q, n+1, d] (before ReLU), ``final_support``
-        [E, Q, n, T, d] and ``final_query`` [E, Q, T, d]; n = N (prototypes) or N·K (videos).
-        """
-        assert isinstance(support, dict) and isinstance(query, dict)
-        episodes, way, shot = support["mean"].shape[:3]
-        num_query = query["mean"].shape[1]
-        use_videos = self.options.set_items == "videos" or (self.options.set_items == "auto" and shot == 1)
-        has_qkv = "set_qkv" in support and "set_qkv" in query
-        # videos: every support video is a set item; prototypes: per-frame shot means (fusion and the q/k/v
-        # projections are linear, so the mean commutes with them)
-        items = {key: value.flatten(1, 2) if use_videos else value.mean(dim=2)
-                 for key, value in support.items() if key in ("frames", "mean", "set_qkv")}
-        num_items = items["mean"].shape[1]
-        inter_set = self.inter_attention.forward_sets(items["mean"], query["mean"], items.get("set_qkv") if has_qkv
-                                                      else None, query["set_qkv"] if has_qkv else None)
-        token_part = F.linear(torch.relu(inter_set), self.fusion.weight[:, self.config.dim :, 0])
-        final_support = items["frames"][:, None] + token_part[:, :, :num_items, None, :]
-        final_query = query["frames"] + token_part[:, :, num_items, None, :]
-        distances = bi_mhm_distance(final_query[:, :, None], final_support)  # [E, Q, n]
-        if use_videos:
-            distances = distances.reshape(episodes, num_query, way, shot).mean(dim=-1)
-        return {"logits": -distances, "inter_set": inter_set, "final_support": final_support,
-                "final_query": final_query}
-
-    def logits(self, support: Reps, query: Reps) -> Tensor:
-        """support [E, N, K, ...] class-major, query [E, Q, ...] -> [E, Q, N]."""
-        return self.relation_outputs(support, query)["logits"]
-
+    # -- training
     def temporal_coherence_loss(self, final_support: Tensor, final_query: Tensor) -> Tensor:
         """``mean(E_s) + mean(E_q)`` with ``E = D·L·R + β·(1−L)·relu(R − D)``, D = 1 − cos between the frames of
         each sequence. final_support [..., n, T, d], final_query [..., T, d] -> scalar."""
@@ -179,42 +104,18 @@ class HyrsmppHead(FewShotHead):
 
         return term(final_support) + term(final_query)
 
-    # -- training
     def loss(self, support_features: Tensor, query_features: Tensor, episode: TrainEpisode) -> LossOutput:
         """CE(episode logits) + λ_cls·CE(base classifier on every intra frame) + λ_temp·temporal coherence.
 
         ``total`` is the reference's per-episode loss × BATCH_SIZE (4): the reference divides by 4 and
         accumulates 4 episodes per GPU over 4 GPUs, so ``total / episodes_per_step`` (16) gives its gradient.
         """
-        num_support = support_features.shape[0]
-        intra = torch.relu(self.intra_relation(torch.cat([support_features, query_features])))
-        class_logits = self.base_classifier(intra).flatten(0, 1)  # [(N*K+Q)*T, classes]
-        base_labels = torch.cat([episode.support_base_labels, episode.query_base_labels])
-        encoded = self._encode_intra(intra)
-        support = support_to_episode({key: value[:num_support] for key, value in encoded.items()},
-                                     episode.way, episode.shot)
-        query = add_episode_axis({key: value[num_support:] for key, value in encoded.items()})
-        relation = self.relation_outputs(support, query)
-        logits = relation["logits"][0]
-        ce_episode = F.cross_entropy(logits, episode.query_labels)
-        ce_base = F.cross_entropy(class_logits, base_labels.repeat_interleave(intra.shape[1]))
+        relation, terms = self.classification_losses(support_features, query_features, episode)
         coherence = self.temporal_coherence_loss(relation["final_support"], relation["final_query"])
-        total = (ce_episode + self.options.classification_weight * ce_base
+        total = (terms["ce_episode"] + self.options.classification_weight * terms["ce_base_class_per_frame"]
                  + self.options.temporal_loss_weight * coherence)
-        terms = {"ce_episode": ce_episode, "ce_base_class_per_frame": ce_base, "loss_temporal_regular": coherence}
-        return LossOutput(total=total, terms=terms, logits=logits)
-
-    # -- reference checkpoints
-    def reference_key_map(self) -> dict[str, str]:
-        """Our key -> the reference's (HyRSM's keys; R and L are rebuilt from the options, never stored)."""
-        rules = [
-            ("positional_encoding.table", "pe.pe"),
-            ("fusion.", "layer2.0."),
-            ("base_classifier.", "classification_layer."),
-            *nest_rules("intra_attention.", "temporal_atte_before.", PreNormSelfAttention.REFERENCE_RULES),
-            *nest_rules("inter_attention.", "temporal_atte.", SetAttention.REFERENCE_RULES),
-        ]
-        return rename_keys(self.state_dict(), rules)
+        return LossOutput(total=total, terms={**terms, "loss_temporal_regular": coherence},
+                          logits=relation["logits"][0])
 
 
 # --------------------------------------------------------------------------- recipes
@@ -224,19 +125,15 @@ def _released(folder: str, name: str, lines: dict[str, int], *, lr: float, warmu
               sampler: str = "molo-segment") -> Recipe:
     """One released ``configs/projects/hyrsmplusplus/<folder>/HyRSMplusplus_<name>_1shot_v1.yaml`` (values and their
     lines), on the MoLo-repository trainer as it runs (``molo_family_recipe``: as-run schedule, augmentation)."""
-    path = f"configs/projects/hyrsmplusplus/{folder}/HyRSMplusplus_{name}_1shot_v1.yaml"
-    config = ReleasedConfig(MOLO_REPO, path, lines)
     options = {"classification_weight": (classification, "USE_CLASSIFICATION_VALUE"),
                "temporal_loss_weight": (temporal_weight, "TEMPORAL_LOSS_WEIGHT"), "window_size": (window, "WINDOW_SIZE"),
                "temporal_balance": (balance, "TEMPORAL_BALANCE"), "balance_coefficient": (coefficient, "BALANCE_COEFFICIENT")}
     if position_a is not None:
         options["position_a"] = (position_a, "POSITION_A")
-    return molo_family_recipe(
-        config, lr=lr, warmup_start_lr=warmup_from, steps_iter=steps_iter, steps=steps, lrs=lrs, num_train_tasks=tasks,
-        batch_size_per_task=4, val_fre_iter=val_fre_iter, query_per_class=TRAIN_QUERIES_BY_SHOT[1],
-        frame_sampler=sampler, head_options=options, train_queries_by_shot=TRAIN_QUERIES_BY_SHOT,
-        queries_by_shot_source=f"{MOLO_REPO} configs/projects/hyrsmplusplus/{folder}/HyRSMplusplus_{name}_{{1..5}}shot_v1.yaml "
-                               "QUERY_PER_CLASS",
+    return hyrsm_released_recipe(
+        MOLO_REPO, f"configs/projects/hyrsmplusplus/{folder}/HyRSMplusplus_{name}_1shot_v1.yaml", lines, options,
+        lr=lr, warmup_from=warmup_from, steps_iter=steps_iter, steps=steps, lrs=lrs, tasks=tasks,
+        val_fre_iter=val_fre_iter, batch_size_per_task=4, sampler=sampler,
     )
 
 
@@ -288,7 +185,7 @@ HYRSMPP_RECIPES = {
     "finegym": adopted(_SSV2_FULL, "fsar-bench's choice for finegym (no reference trained on FineGym): the "
                        "SSv2-Full config, the other fine-grained motion benchmark"),
     "synthetic": synthetic_recipe(
-        train_queries_per_class=TRAIN_QUERIES_BY_SHOT[1], train_queries_by_shot=dict(TRAIN_QUERIES_BY_SHOT),
+        train_queries_per_class=HYRSM_TRAIN_QUERIES_BY_SHOT[1], train_queries_by_shot=dict(HYRSM_TRAIN_QUERIES_BY_SHOT),
         head_options={"classification_weight": 0.6, "temporal_loss_weight": 0.3},
         notes="Synthetic (small CNN, d=128, CPU): hyrsm's synthetic recipe (the shared budget, 7/6/5/4/3 train "
         "queries per class, λ_cls 0.6) plus the SSv2-Full regulariser (weight 0.3, W 1, τ 51, β 10)",
