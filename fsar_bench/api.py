@@ -1,4 +1,5 @@
-"""The contract every method plugin implements; plugins import only this module and ``fsar_bench.layers``.
+"""The contract every method plugin implements; plugins import this module and ``fsar_bench.layers`` (a family of
+methods may also share a head module of the package, as ``fsar_bench.model.hyrsm_family``).
 
 A method is a *head* on top of a per-frame backbone. Its work is split in two so that
 10,000 episodes cost little more than encoding each unique test video once:
