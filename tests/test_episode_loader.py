@@ -80,3 +80,34 @@ def test_augmented_clips_identical_for_any_worker_count_and_equal_to_the_maker(s
     for j in (0, 19):  # a support and a query
         full = reader.read(synthetic.video_path(videos[j]), lambda n: list(range(n)))
         assert torch.equal(runs[2][2].clips[j], maker.make(full, clip_generator(3, 7, j), query=j >= 10))
+
+
+def test_whole_videos_are_decoded_only_while_the_cache_has_room(synthetic):
+    """Once a whole video does not fit the cache, only the sampled frames are read (decoding a whole video to keep 8
+    frames of it cost the loader 5x in the full-mode benchmark); the clips are the same either way."""
+    from fsar_bench.data.episode_loader import EpisodeDataset
+
+    plan = EpisodePlan.from_partition(synthetic.partition("train"), train_seed=3, way=5, shot=2, queries=2)
+    frames_read = []
+
+    class CountingReader:
+        name = "counting"
+
+        def __init__(self) -> None:
+            self.inner = open_reader()
+
+        def read(self, path, choose):
+            def counted(total):
+                chosen = choose(total)
+                frames_read.append(len(chosen))
+                return chosen
+            return self.inner.read(path, counted)
+
+    one_video = open_reader().read(synthetic.video_path(plan.episode(0)[1][0]), lambda n: list(range(n))).nbytes
+    dataset = EpisodeDataset(plan, synthetic.video_path, SegmentFrames(8), EPISODES, cache_bytes=one_video)
+    dataset._reader = CountingReader()
+    loaded = [dataset[position] for position in range(len(EPISODES))]
+    whole = [count for count in frames_read if count != 8]
+    assert len(whole) == 2, frames_read  # the cached video, then the first that did not fit; never again
+    reference = _load(synthetic, 0)
+    assert all(torch.equal(ours.clips, theirs.clips) for ours, theirs in zip(loaded, reference))

@@ -115,21 +115,26 @@ class EpisodeDataset(Dataset):
         self._reader: VideoReader | None = None
         self._cache: dict[str, np.ndarray] = {}
         self._cached = 0
+        self._cache_full = False  # a whole video no longer fits: read only the chosen frames from then on
 
     def __len__(self) -> int:
         return len(self.episode_indices)
 
     def _frames(self, video_id: str, rng: np.random.Generator) -> np.ndarray:
-        """The chosen frames uint8 [T, H, W, 3]: from the whole-video cache, else only those frames are read."""
+        """The chosen frames uint8 [T, H, W, 3]: from the whole-video cache, else only those frames are read.
+        Whole videos are decoded (and kept) only while the cache has room: once one does not fit, none is, since
+        decoding a whole video to keep 8 of its frames would cost tens of times the seek."""
         if self._reader is None:
             self._reader = open_reader(self.backend)
         path = self.video_path(video_id)
         full = self._cache.get(video_id)
-        if full is None and self.cache_bytes:
+        if full is None and self.cache_bytes and not self._cache_full:
             full = self._reader.read(path, lambda n: list(range(n)))
             if self._cached + full.nbytes <= self.cache_bytes:
                 self._cache[video_id] = full
                 self._cached += full.nbytes
+            else:
+                self._cache_full = True
 
         def choose(total: int) -> list[int]:
             if total < self.maker.frames:
