@@ -74,43 +74,40 @@ def test_new_head_10k_episodes(benchmark, capsys, method: str, shot: int) -> Non
         assert seconds < TARGET_SECONDS, f"{method}: {seconds:.1f} s for 10,000 {shot}-shot episodes"
 
 
-def scoring_peaks(count: int) -> dict[str, float]:
-    """For every registered method of METHODS and MEMORY_SHOTS, score ``count`` episodes on random cached
-    encodings: {"method shot": peak RSS growth while scoring, MiB}. The peak (VmHWM) is reset just before
-    scoring, after the encodings exist, so it measures what scoring holds."""
-    registered = discover_methods(PROJECT_ROOT / "methods").names()
+def scoring_peaks(count: int, method: str) -> dict[str, float]:
+    """For ``method`` and MEMORY_SHOTS, score ``count`` episodes on random cached encodings: {"method shot": peak
+    RSS growth while scoring, MiB}. The peak (VmHWM) is reset just before scoring, after the encodings exist, so it
+    measures what scoring holds."""
     growth = {}
-    for method in (m for m in METHODS if m in registered):
-        head = build_head(method, DIM)
-        reps = random_encodings(head, VIDEOS, DIM)
-        for shot in MEMORY_SHOTS:
-            episodes = random_episodes(count, shot, VIDEOS)
-            peak_rss_reset()
-            before = rss_kib()
-            score_all(head, reps, episodes, MEMORY_BUDGET)
-            growth[f"{method} {shot}"] = (rss_kib("VmHWM") - before) / 1024
+    head = build_head(method, DIM)
+    reps = random_encodings(head, VIDEOS, DIM)
+    for shot in MEMORY_SHOTS:
+        episodes = random_episodes(count, shot, VIDEOS)
+        peak_rss_reset()
+        before = rss_kib()
+        score_all(head, reps, episodes, MEMORY_BUDGET)
+        growth[f"{method} {shot}"] = (rss_kib("VmHWM") - before) / 1024
     return growth
 
 
-def peak_scoring_child(count: int) -> None:
-    """In a fresh process: print ``scoring_peaks(count)`` as JSON."""
-    print("PEAK_GROWTH_MIB", json.dumps(scoring_peaks(count)))
+def peak_scoring_child(count: int, method: str) -> None:
+    """In a fresh process: print ``scoring_peaks(count, method)`` as JSON."""
+    print("PEAK_GROWTH_MIB", json.dumps(scoring_peaks(count, method)))
 
 
-def test_new_heads_peak_memory_is_flat_in_the_episode_count(capsys) -> None:
+@pytest.mark.parametrize("method", METHODS)
+def test_new_head_peak_memory_is_flat_in_the_episode_count(capsys, method: str) -> None:
     """Full mode: each count in its own fresh process (glibc's free lists of one run cannot serve the next);
     quick mode: in this process, smaller (sanity of the check itself, at CI cost)."""
-    registered = discover_methods(PROJECT_ROOT / "methods").names()
-    if not any(method in registered for method in METHODS):
-        pytest.skip(f"none of {', '.join(METHODS)} is registered yet")
+    require(method)
     if not peak_rss_reset():
         pytest.skip("/proc/self/clear_refs is not writable here: the peak RSS cannot be reset")
     peaks = {}
     for count in MEMORY_EPISODES:
         if not FULL:
-            peaks[count] = scoring_peaks(count)
+            peaks[count] = scoring_peaks(count, method)
             continue
-        code = f"from tests.benchmarks.test_bench_new_heads import peak_scoring_child; peak_scoring_child({count})"
+        code = f"from tests.benchmarks.test_bench_new_heads import peak_scoring_child; peak_scoring_child({count}, {method!r})"
         # A fixed mmap threshold: the peak shows what scoring holds, not glibc's free lists (see test_bench_pipeline).
         environment = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}
         result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=3600,
