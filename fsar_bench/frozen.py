@@ -81,9 +81,13 @@ class FeatureStore:
     def load(self, video_id: str) -> Tensor:
         """All frames' features of a video, float32 ``[n, ...]``; DataError naming the file when it is corrupt.
         A file is read and verified once; its features stay in memory while ``memory_bytes`` allows."""
+        return self._stored(video_id).float()
+
+    def _stored(self, video_id: str) -> Tensor:
+        """The stored fp16 features ``[n, ...]``, verified (``load``)."""
         kept = self._memory.get(video_id)
         if kept is not None:
-            return kept.float()
+            return kept
         path = self.path(video_id)
         if not path.is_file():
             raise DataError(f"feature store {self.folder}: no features for video {video_id!r} ({path}); "
@@ -101,15 +105,15 @@ class FeatureStore:
         if self._memory_used + size <= self.memory_bytes:
             self._memory[video_id] = features
             self._memory_used += size
-        return features.float()
+        return features
 
     def clip(self, video_id: str, rng: np.random.Generator,
              choose: Callable[[int, np.random.Generator], list[int]]) -> Tensor:
         """One training clip: the stored features of the frames ``choose(num_frames, rng)`` picks (the recipe's
         ``TrainClipMaker.frame_indices``), exactly the frames the fine-tune track decodes for that clip."""
-        features = self.load(video_id)
+        features = self._stored(video_id)
         try:
-            return features[choose(len(features), rng)]
+            return features[choose(len(features), rng)].float()  # only the chosen frames leave fp16
         except ValueError as error:  # fewer frames than sampled
             raise DataError(f"video {video_id!r}: {error}") from None
 
@@ -165,10 +169,10 @@ def encode_from_store(model: FSARModel, store: FeatureStore, video_ids: Sequence
                 ids = list(video_ids[start:start + batch_videos])
                 clips = []
                 for video in ids:
-                    features = store.load(video)
+                    features = store._stored(video)
                     if len(features) < frames:
                         raise DataError(f"video {video!r} has {len(features)} frames, fewer than the {frames} sampled")
-                    clips.append(features[segment_centre_indices(len(features), frames)])
+                    clips.append(features[segment_centre_indices(len(features), frames)].float())
                 stacked = torch.stack(clips).to(model.device)
                 reps = model.attach_class_text(model.head.encode(stacked), ids)
                 parts.append(map_reps(reps, lambda t: t.float().cpu()))
