@@ -61,21 +61,42 @@ def head_modules(head_class: type) -> list[str]:
     """The names of the modules of ``head_class`` and of every head class (``FewShotHead`` subclass) it derives
     from, its own first: a head written once in a package module and shared by several plugins (HyRSM and
     HyRSM++ derive from ``fsar_bench.model.hyrsm_family``) is hashed with each of them."""
+    return [cls.__module__ for cls in _head_classes(head_class)]
+
+
+def _head_classes(head_class: type) -> list[type]:
+    """``head_class`` and the head classes it derives from, one per module, its own first."""
     from fsar_bench.api import FewShotHead  # here, not above: store.py reads digests without importing torch
 
-    names = [head_class.__module__]
+    classes: dict[str, type] = {head_class.__module__: head_class}
     for base in head_class.__mro__:
-        if issubclass(base, FewShotHead) and base.__module__ not in names:
-            names.append(base.__module__)
-    return names
+        if issubclass(base, FewShotHead):
+            classes.setdefault(base.__module__, base)
+    return list(classes.values())
+
+
+def _module_of(cls: type) -> ModuleType:
+    """The module that defines ``cls``; for a module executed from a file without being registered in
+    ``sys.modules`` (``importlib.util.module_from_spec``, as a plugin deriving from another plugin's file may do), a
+    stand-in naming the file its methods were compiled from, so that it is hashed all the same."""
+    module = sys.modules.get(cls.__module__)
+    if module is not None:
+        return module
+    files = {value.__code__.co_filename for value in vars(cls).values() if hasattr(value, "__code__")}
+    if len(files) != 1:
+        raise FsarError(f"cannot hash the code of {cls.__qualname__}: its module {cls.__module__!r} is not imported "
+                        "and its source file cannot be told from its methods; import it as a module")
+    stand_in = ModuleType(cls.__module__)
+    stand_in.__file__ = files.pop()
+    return stand_in
 
 
 def method_modules(head_class: type, module_names: Iterable[str]) -> list[ModuleType]:
     """The head's own module, the modules of the head classes it derives from (``head_modules``) that
     ``module_names`` does not list, then ``module_names`` imported."""
     listed = tuple(module_names)
-    own, *bases = head_modules(head_class)
-    return [sys.modules[own], *(sys.modules[name] for name in bases if name not in listed),
+    own, *bases = _head_classes(head_class)
+    return [_module_of(own), *(_module_of(base) for base in bases if base.__module__ not in listed),
             *(importlib.import_module(name) for name in listed)]
 
 

@@ -81,3 +81,18 @@ def test_every_module_of_a_heads_classes_is_digested(method: str) -> None:
         assert ours <= set(digest), ours - set(digest)
         extra = {SHARED} if method in ("hyrsm", "hyrsmpp") else set()
         assert set(digest) == {head.__module__, *extra, *module_names}
+
+
+def test_a_base_head_executed_from_a_file_without_registering_is_hashed_from_that_file(tmp_path):
+    """A plugin may derive from another plugin's file loaded with ``importlib.util.module_from_spec`` (not put in
+    ``sys.modules``): the base's file is still hashed under its module name (it raised KeyError under torchrun)."""
+    import hashlib
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("unregistered_otam", PROJECT_ROOT / "methods" / "otam.py")
+    base = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(base)
+    derived = type("DerivedOTAM", (base.OTAMHead,), {"__module__": __name__})
+    digest = code_digest(derived, ())
+    expected = hashlib.sha256((PROJECT_ROOT / "methods" / "otam.py").read_bytes()).hexdigest()
+    assert digest["unregistered_otam"] == expected and __name__ in digest
