@@ -24,7 +24,7 @@ from fsar_bench.model.backbones import LEGACY_WEIGHT_STAMPS
 from fsar_bench.config import Config
 from fsar_bench.data.benchmarks import Benchmark
 from fsar_bench.episodes import draw_episodes
-from fsar_bench.code_digest import TRAINING_MODULES, changed_modules, code_digest
+from fsar_bench.code_digest import TRAINING_MODULES, backbone_code, changed_modules, code_digest
 from fsar_bench.errors import ProtocolMismatchError, UsageError
 from fsar_bench.evaluation.checks import BadOutputError
 from fsar_bench.locks import exclusive
@@ -164,7 +164,7 @@ def load_own_checkpoint(model: FSARModel, entry: MethodEntry, path: Path, reques
     if payload["format"] == 1:
         info["code_change_accepted"] = ["(format-1 checkpoint: no integrity stamp, no code digest)"]
     elif "code" in info:  # a checkpoint without a digest (converted from elsewhere) is the user's choice
-        changed = changed_modules(info["code"], code_digest(entry.card.head, TRAINING_MODULES))
+        changed = changed_modules(info["code"], code_digest(entry.card.head, TRAINING_MODULES, backbone_code(model.spec["backbone"])))
         if changed and not request.accept_code_change:
             raise ProtocolMismatchError(
                 f"checkpoint {path} was trained by other code; changed since: {'; '.join(changed)}. Pass "
@@ -207,7 +207,7 @@ def train_checkpoint(config: Config, entry: MethodEntry, benchmark: Benchmark, m
                              config.run["train_seed"], val_episodes, partial,
                              checkpoint_extra={"dataset": benchmark.name, "shot": shot, "recipe": asdict(recipe),
                                                "train_seed": config.run["train_seed"],
-                                               "code": code_digest(entry.card.head, TRAINING_MODULES)},
+                                               "code": code_digest(entry.card.head, TRAINING_MODULES, backbone_code(model.spec["backbone"]))},
                              workers=config.run["workers"], on_progress=update, dist=dist,
                              precision=config.run["precision"], state_path=state_path,
                              save_every_minutes=config.run["save_every_minutes"], feature_store=store)

@@ -26,6 +26,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from fsar_bench.errors import FsarError
 
@@ -75,35 +76,49 @@ def _head_classes(head_class: type) -> list[type]:
     return list(classes.values())
 
 
-def _module_of(cls: type) -> ModuleType:
-    """The module that defines ``cls``; for a module executed from a file without being registered in
-    ``sys.modules`` (``importlib.util.module_from_spec``, as a plugin deriving from another plugin's file may do), a
-    stand-in naming the file its methods were compiled from, so that it is hashed all the same."""
-    module = sys.modules.get(cls.__module__)
+def _module_of(code: Any) -> ModuleType:
+    """The module that defines ``code`` (a class or function); for a module executed from a file without being
+    registered in ``sys.modules`` (``importlib.util.module_from_spec``, as a plugin deriving from another plugin's
+    file may do), a stand-in naming the file its code was compiled from, so that it is hashed all the same."""
+    module = sys.modules.get(code.__module__)
     if module is not None:
         return module
-    files = {value.__code__.co_filename for value in vars(cls).values() if hasattr(value, "__code__")}
+    functions = vars(code).values() if isinstance(code, type) else [code]
+    files = {value.__code__.co_filename for value in functions if hasattr(value, "__code__")}
     if len(files) != 1:
-        raise FsarError(f"cannot hash the code of {cls.__qualname__}: its module {cls.__module__!r} is not imported "
-                        "and its source file cannot be told from its methods; import it as a module")
-    stand_in = ModuleType(cls.__module__)
+        raise FsarError(f"cannot hash the code of {code.__qualname__}: its module {code.__module__!r} is not imported "
+                        "and its source file cannot be told from its code; import it as a module")
+    stand_in = ModuleType(code.__module__)
     stand_in.__file__ = files.pop()
     return stand_in
 
 
-def method_modules(head_class: type, module_names: Iterable[str]) -> list[ModuleType]:
-    """The head's own module, the modules of the head classes it derives from (``head_modules``) that
-    ``module_names`` does not list, then ``module_names`` imported."""
+def method_modules(head_class: type, module_names: Iterable[str], extra_code: Iterable[Any] = ()) -> list[ModuleType]:
+    """The head's own module, the modules of the head classes it derives from (``head_modules``) and of
+    ``extra_code`` (e.g. the backbone plugin's ``build``: ``backbone_code``) that ``module_names`` does not list,
+    then ``module_names`` imported."""
     listed = tuple(module_names)
     own, *bases = _head_classes(head_class)
-    return [_module_of(own), *(_module_of(base) for base in bases if base.__module__ not in listed),
-            *(importlib.import_module(name) for name in listed)]
+    modules = {own.__module__: _module_of(own)}
+    for code in (*bases, *extra_code):
+        if code.__module__ not in listed:
+            modules.setdefault(code.__module__, _module_of(code))
+    return [*modules.values(), *(importlib.import_module(name) for name in listed)]
 
 
-def code_digest(head_class: type, module_names: Iterable[str]) -> dict[str, str]:
-    """``{module name: sha256 of its source}`` for the head's module and ``module_names``."""
+def backbone_code(backbone: str) -> tuple[Any, ...]:
+    """What builds backbone plugin ``backbone`` (its card's ``build``), for ``extra_code``: a backbone installed
+    from another package, or dropped in as a file, is hashed like the shipped ones (``BACKBONE_MODULES``)."""
+    from fsar_bench.backbones import get_backbone_card
+
+    build = get_backbone_card(backbone).build
+    return (getattr(build, "func", build),)  # a functools.partial: the function it wraps
+
+
+def code_digest(head_class: type, module_names: Iterable[str], extra_code: Iterable[Any] = ()) -> dict[str, str]:
+    """``{module name: sha256 of its source}`` for the head's module, ``extra_code``'s and ``module_names``."""
     return {module.__name__: hashlib.sha256(module_source(module)).hexdigest()
-            for module in method_modules(head_class, module_names)}
+            for module in method_modules(head_class, module_names, extra_code)}
 
 
 def _where(name: str) -> str:

@@ -26,7 +26,7 @@ from fsar_bench.model.checkpoints import WEIGHTS_FROM_CHECKPOINT
 from fsar_bench.config import Config
 from fsar_bench.data.benchmarks import Benchmark, open_benchmark
 from fsar_bench.episodes import EpisodeSet, draw_episodes, save_manifest
-from fsar_bench.code_digest import SCORING_MODULES, code_digest
+from fsar_bench.code_digest import SCORING_MODULES, backbone_code, code_digest
 from fsar_bench.errors import DataError
 from fsar_bench.evaluation.checks import BadOutputError
 from fsar_bench.locks import exclusive
@@ -112,7 +112,7 @@ def run_method(config: Config, request: RunRequest, standard_episodes: int | Non
         "missing_videos": list(protocol.missing_videos), "split_files": benchmark.split_stamps(),
         "comparable_to_papers": benchmark.comparable_to_papers,
         "started_at": datetime.datetime.now(datetime.timezone.utc).isoformat(), **environment_stamps(config, device),
-        "processes": dist.world_size, "code": code_digest(entry.card.head, SCORING_MODULES), "eval_precision": precision.name,
+        "processes": dist.world_size, "code": code_digest(entry.card.head, SCORING_MODULES, backbone_code(model.spec["backbone"])), "eval_precision": precision.name,
     }
     lock = exclusive(results_dir / "locks" / f"{run_id}.lock", "scoring this run", log) if dist.is_main \
         else contextlib.nullcontext()
@@ -128,7 +128,7 @@ def run_method(config: Config, request: RunRequest, standard_episodes: int | Non
         context = EncodingContext(checkpoint_sha, entry.name, model.spec, asdict(model.preprocess), protocol.frames,
                                   protocol.sampling,
                                   open_reader().name + (f" {benchmark.frames_from}" if benchmark.frames_from else ""),
-                                  code_sha256(entry.card.head))
+                                  code_sha256(entry.card.head, backbone_code(model.spec["backbone"])))
         cache = cache if cache is not None else encoding_cache(config, log)
         store = feature_store(config, model, benchmark, ("test",), dist, log)
         digest = context.digest() if precision.name == "fp32" else hashlib.sha256(

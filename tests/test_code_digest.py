@@ -96,3 +96,25 @@ def test_a_base_head_executed_from_a_file_without_registering_is_hashed_from_tha
     digest = code_digest(derived, ())
     expected = hashlib.sha256((PROJECT_ROOT / "methods" / "otam.py").read_bytes()).hexdigest()
     assert digest["unregistered_otam"] == expected and __name__ in digest
+
+
+def test_a_backbone_plugin_installed_from_elsewhere_is_hashed_with_the_method(tmp_path, monkeypatch):
+    """Checkpoints, runs and encodings also depend on the backbone's code: a plugin backbone outside the package
+    (entry point or file) joins the digest through its card's ``build``; the shipped ones are listed already."""
+    import hashlib
+    import importlib
+
+    from fsar_bench.code_digest import backbone_code
+
+    source = "from fsar_bench.backbones.small_cnn import SmallCNN\n\n\ndef build(weights, image_size):\n    return SmallCNN()\n"
+    (tmp_path / "thirdparty_backbone.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    plugin = importlib.import_module("thirdparty_backbone")
+    head = HEADS["otam"]
+    plain = code_digest(head, TRAINING_MODULES)
+    with_plugin = code_digest(head, TRAINING_MODULES, (plugin.build,))
+    assert set(with_plugin) - set(plain) == {"thirdparty_backbone"}
+    assert with_plugin["thirdparty_backbone"] == hashlib.sha256(source.encode()).hexdigest()
+    for shipped in ("small-cnn", "resnet50"):
+        assert code_digest(head, TRAINING_MODULES, backbone_code(shipped)) == plain
+        assert code_sha256(head, backbone_code(shipped)) == code_sha256(head)

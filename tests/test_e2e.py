@@ -18,8 +18,8 @@ from tests.conftest import write_bench_toml
 
 SHORT_TRAINING = """
 [methods.otam]
-iterations = 30
-val_every = 15
+iterations = 16
+val_every = 8
 val_episodes = 20
 """
 
@@ -40,7 +40,7 @@ def test_synth_train_run_report(tmp_path, synthetic_cache):
     checkpoints = sorted((tmp_path / "results" / "checkpoints").glob("*/best.pt"))
     assert len(checkpoints) == 2
     training = json.loads((checkpoints[0].parent / "training.json").read_text())
-    assert [h["iteration"] for h in training["history"] if "val_acc" in h] == [15, 30]
+    assert [h["iteration"] for h in training["history"] if "val_acc" in h] == [8, 16]
 
     report = fsar(config, "report", "--format", "csv", "--include-smoke")
     assert report.returncode == 0, report.stderr

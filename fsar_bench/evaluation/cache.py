@@ -92,10 +92,11 @@ ENCODING_CODE_MODULES = ("fsar_bench.api", "fsar_bench.model.backbones", "fsar_b
                          "fsar_bench.data.video", "fsar_bench.data.frame_store", *BACKBONE_MODULES)
 
 
-def code_sha256(head_class: type) -> str:
+def code_sha256(head_class: type, extra_code: tuple = ()) -> str:
     """sha256 of the source that computes an encoding: the head's module and fsar-bench's model code.
 
-    Editing a method's ``encode`` (or the backbones) therefore never reads encodings made by the old code.
+    Editing a method's ``encode`` (or the backbones) therefore never reads encodings made by the old code;
+    ``extra_code`` adds the modules of other code (``code_digest.backbone_code``: a backbone plugin's build).
     The modules are hashed as imported objects (``ENCODING_CODE_MODULES``), so moving a file keeps it
     hashed; a module whose source file cannot be found is an error, never silently skipped.
 
@@ -106,7 +107,7 @@ def code_sha256(head_class: type) -> str:
     from fsar_bench.code_digest import method_modules, module_source
 
     digest = hashlib.sha256()
-    for module in method_modules(head_class, ENCODING_CODE_MODULES):
+    for module in method_modules(head_class, ENCODING_CODE_MODULES, extra_code):
         digest.update(module.__name__.encode() + b"\0" + module_source(module))
     return digest.hexdigest()
 
