@@ -3,8 +3,9 @@ results computed by the old code without saying so.
 
 A digest is a mapping ``{module name: sha256 of its source file}`` over the method's own module (its file in
 ``methods/``), the modules of the head classes its head derives from (``fsar_bench.model.hyrsm_family``, the head
-HyRSM and HyRSM++ share) and the package modules its results run through. Checkpoints stamp
-``TRAINING_MODULES``' digest, runs ``SCORING_MODULES``'; reusing either under code whose digest differs is
+HyRSM and HyRSM++ share), the module of a backbone plugin the package does not ship (``backbone_code``) and the
+package modules its results run through. Checkpoints stamp ``TRAINING_MODULES``' digest, runs
+``SCORING_MODULES``'; reusing either under code whose digest differs is
 refused (exit 4) naming the changed files, unless the user retrains (``--retrain``) or declares the change
 harmless (``--accept-code-change``, which is stamped into the run). The encoding cache keys the same
 ``method_modules``. Modules are hashed as imported objects, so a moved file stays hashed; a module without its
