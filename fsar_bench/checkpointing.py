@@ -155,6 +155,11 @@ def ensure_checkpoint(config: Config, entry: MethodEntry, benchmark: Benchmark, 
     return loaded
 
 
+def training_code_digest(entry: MethodEntry, model: FSARModel) -> dict[str, str]:
+    """The code a checkpoint of ``model`` is trained by: the method's, its backbone plugin's and TRAINING_MODULES."""
+    return code_digest(entry.card.head, TRAINING_MODULES, backbone_code(model.spec["backbone"]))
+
+
 def load_own_checkpoint(model: FSARModel, entry: MethodEntry, path: Path, request: RunRequest) -> dict[str, Any]:
     """Load a checkpoint fsar-bench saved (verified) into ``model``; its info. One trained by code that changed
     since is refused (exit 4) unless ``request.accept_code_change`` (then said in the info)."""
@@ -164,7 +169,7 @@ def load_own_checkpoint(model: FSARModel, entry: MethodEntry, path: Path, reques
     if payload["format"] == 1:
         info["code_change_accepted"] = ["(format-1 checkpoint: no integrity stamp, no code digest)"]
     elif "code" in info:  # a checkpoint without a digest (converted from elsewhere) is the user's choice
-        changed = changed_modules(info["code"], code_digest(entry.card.head, TRAINING_MODULES, backbone_code(model.spec["backbone"])))
+        changed = changed_modules(info["code"], training_code_digest(entry, model))
         if changed and not request.accept_code_change:
             raise ProtocolMismatchError(
                 f"checkpoint {path} was trained by other code; changed since: {'; '.join(changed)}. Pass "
@@ -207,7 +212,7 @@ def train_checkpoint(config: Config, entry: MethodEntry, benchmark: Benchmark, m
                              config.run["train_seed"], val_episodes, partial,
                              checkpoint_extra={"dataset": benchmark.name, "shot": shot, "recipe": asdict(recipe),
                                                "train_seed": config.run["train_seed"],
-                                               "code": code_digest(entry.card.head, TRAINING_MODULES, backbone_code(model.spec["backbone"]))},
+                                               "code": training_code_digest(entry, model)},
                              workers=config.run["workers"], on_progress=update, dist=dist,
                              precision=config.run["precision"], state_path=state_path,
                              save_every_minutes=config.run["save_every_minutes"], feature_store=store)

@@ -253,5 +253,6 @@ def recipe_with_overrides(recipe: Recipe, overrides: dict[str, Any]) -> Recipe:
     if "train_queries_by_shot" in fields:  # TOML table keys are strings
         fields["train_queries_by_shot"] = {int(shot): int(q) for shot, q in fields["train_queries_by_shot"].items()}
     if "head_options_by_shot" in fields:
-        fields["head_options_by_shot"] = {int(shot): dict(options) for shot, options in fields["head_options_by_shot"].items()}
+        fields["head_options_by_shot"] = {int(shot): dict(options)
+                                          for shot, options in fields["head_options_by_shot"].items()}
     return dataclasses.replace(recipe, **fields)

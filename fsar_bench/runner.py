@@ -88,7 +88,8 @@ def run_method(config: Config, request: RunRequest, standard_episodes: int | Non
     protocol = make_protocol(config, benchmark, "test", request.shot)
     protocol.check_feasible(test)
     # a given checkpoint replaces every weight: no ImageNet file needed to evaluate it
-    model = build_model(config, entry, benchmark, device, request.shot, "none" if request.checkpoint is not None else None)
+    model = build_model(config, entry, benchmark, device, request.shot,
+                        "none" if request.checkpoint is not None else None)
     if request.checkpoint is not None:  # every weight comes from the file: its stamp replaces ours when it loads
         model.spec["backbone_weights"] = WEIGHTS_FROM_CHECKPOINT
     checkpoint_sha, checkpoint_path, train_info = ensure_checkpoint(config, entry, benchmark, model, request, dist, log)
@@ -112,7 +113,8 @@ def run_method(config: Config, request: RunRequest, standard_episodes: int | Non
         "missing_videos": list(protocol.missing_videos), "split_files": benchmark.split_stamps(),
         "comparable_to_papers": benchmark.comparable_to_papers,
         "started_at": datetime.datetime.now(datetime.timezone.utc).isoformat(), **environment_stamps(config, device),
-        "processes": dist.world_size, "code": code_digest(entry.card.head, SCORING_MODULES, backbone_code(model.spec["backbone"])), "eval_precision": precision.name,
+        "processes": dist.world_size, "eval_precision": precision.name,
+        "code": code_digest(entry.card.head, SCORING_MODULES, backbone_code(model.spec["backbone"])),
     }
     lock = exclusive(results_dir / "locks" / f"{run_id}.lock", "scoring this run", log) if dist.is_main \
         else contextlib.nullcontext()

@@ -42,7 +42,8 @@ def derived_rows(card: MethodCard, effective: EffectiveRecipe, shot: int, backbo
     recipe = effective.recipe
     rows = [("train queries per class at this shot", str(recipe.train_queries(shot)), "train_queries_by_shot / train_queries_per_class")]
     if recipe.head_options_by_shot:
-        rows.append(("head options at this shot", _format(recipe.head_options_at(shot)), "head_options_by_shot / head_options"))
+        rows.append(("head options at this shot", _format(recipe.head_options_at(shot)),
+                     "head_options_by_shot / head_options"))
     optimizer_steps = -(-recipe.iterations // recipe.episodes_per_step)
     rows.append(("optimizer steps", f"{optimizer_steps} of {recipe.episodes_per_step} episodes", DERIVED))
     if recipe.steps_iter:
