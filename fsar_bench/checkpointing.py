@@ -46,9 +46,10 @@ from fsar_bench.data.synthetic import benchmark_data_version
 from fsar_bench.build import RunRequest, feature_store, get_method, make_protocol, method_recipe
 
 
-TRAINING_PIPELINE_VERSION = 2
+TRAINING_PIPELINE_VERSION = 3
 """Bumped when training itself changes (2: augmentation, samplers, two backbone calls, schedules as run, optimiser
-groups), so that checkpoints trained by an older trainer are not reused."""
+groups; 3: counter-based clip streams, which move every training clip), so that checkpoints trained by an older
+trainer are not reused."""
 RECIPE_FIELDS_SINCE_V2 = {"warmup_start_lr": 0.0, "head_options_by_shot": {}}
 """Recipe fields added after checkpoints were first keyed, with their defaults: left out of the digest while at
 the default, so that existing checkpoints keep their paths."""

@@ -1,8 +1,8 @@
 """Meta-training on the train partition, checkpoint selection on val; the test split is never read.
 
 Training episode ``i`` draws its classes and videos from ``SeedSequence([train_seed, 1, i])``; clip ``j`` of
-the episode (supports first, then queries) takes its frames, crop, flip and colours from
-``SeedSequence([train_seed, 2, i, j])`` (``fsar_bench.data.sampling.clip_generator``) through the recipe's
+the episode (supports first, then queries) takes its frames, crop, flip and colours from its own counter-based
+stream (``fsar_bench.data.sampling.ClipGenerators(train_seed).at(i, j)``) through the recipe's
 sampler and augmentation (``fsar_bench.data.transforms.TrainClipMaker``), so a training run is reproducible
 from its seed whatever the process or worker that builds a clip.
 
@@ -28,7 +28,7 @@ from fsar_bench.data.benchmarks import Benchmark
 from fsar_bench.distributed import SINGLE, Distributed
 from fsar_bench.episodes import EpisodeSet
 from fsar_bench.data.episode_loader import EpisodePlan, episode_batches
-from fsar_bench.data.sampling import clip_generator
+from fsar_bench.data.sampling import ClipGenerators
 from fsar_bench.data.transforms import TrainClipMaker
 from fsar_bench.evaluation.checks import check_loss
 from fsar_bench.evaluation.evaluate import validation_accuracy
@@ -148,6 +148,7 @@ def train_model(
     slots_of = {step: step_slots(step, recipe, dist) for step in range(progress.step, steps)}
     order = [step * per_step if i is None else i for step in range(progress.step, steps) for i in slots_of[step]]
     needs_pixels = feature_store is None or model.head.needs_pixels
+    clip_streams = ClipGenerators(train_seed)
     loader = episode_batches(plan, benchmark.video_path, maker, order, workers=workers,
                              pin_memory=device.type == "cuda") if needs_pixels else None
     window = _Window.restore(progress.window)
@@ -166,9 +167,8 @@ def train_model(
             if feature_store is not None:
                 started_wait = time.perf_counter()
                 classes, videos = plan.episode(episode_index)
-                features = torch.stack([feature_store.clip(video, clip_generator(train_seed, episode_index, j),
-                                                           maker.frame_indices) for j, video in enumerate(videos)])
-                features = features.to(device)
+                generators = (clip_streams.at(episode_index, j) for j in range(len(videos)))  # one at a time
+                features = feature_store.episode_clips(videos, generators, maker.frame_indices).to(device)
                 window.wait += time.perf_counter() - started_wait
             episode = TrainEpisode(way=way, shot=shot, query_labels=torch.arange(way, device=device).repeat_interleave(queries),
                                    class_base_ids=torch.tensor(classes, device=device))

@@ -3,7 +3,7 @@
 Per video (``encode``, cached): conv5 maps are max-pooled to a 4×4 patch grid, the 16 patches of each frame
 are enriched by self-attention and a bottleneck MLP (patch-level), and averaged into frame features F; F feeds
 (a) the query-class similarity classifier's tuple embeddings ``ReLU(W·[f_i; f_j])`` and (b) frame-level
-enrichment (token-mixing MLP over frames, channel MLP) followed by TRX's tuple keys and values. Per episode
+enrichment (token-mixing MLP over frames, channel MLP) followed by TRX's tuple keys and (per-frame) values. Per episode
 (``logits``): TRX cross-attention logits + 0.1 × the classifier's logits (minus the mean over query tuples of the
 Euclidean distance to the nearest support tuple of the class). Semantics: ``tests/data/parity/README.md`` (STRM).
 
@@ -51,6 +51,7 @@ from fsar_bench.layers import (
     rename_keys,
     tuple_cross_attention_logits,
 )
+from fsar_bench.sequence_layers import nearest_tuple_logits, tuple_cross_attention_logits_from_frames
 
 POSITIONAL_LENGTH_FACTOR = 1.5
 """Every STRM positional table holds ``int(1.5·L)`` rows for L tokens (only the first L are used)."""
@@ -133,7 +134,11 @@ class FrameEnrichment(nn.Module):
 
 
 class TupleKeysValues(nn.Module):
-    """TRX tuple encoder of one cardinality: ``[V, T, d] -> (keys, values)``, each ``[V, n_tuples, out_dim]``."""
+    """TRX tuple encoder of one cardinality k: ``[V, T, d] -> (keys [V, n, o], values)``, n = C(T, k). The tuple
+    values ``v_linear([x_a; x_b; …])`` are linear in the frames x (dropout acts on the frames, before tupling), so
+    when k·T < n (``factored``: pairs, triples at T=8) the values returned, in training and eval alike, are the
+    per-frame projections [V, k·T, o] (row s·T + f = W_s·x_f, + bias in slot 0; see
+    ``tuple_cross_attention_logits_from_frames``), else the tuple values [V, n, o]. Same parameters either way."""
 
     REFERENCE_RULES = (
         ("positional.table", "pe.pe"),
@@ -149,18 +154,25 @@ class TupleKeysValues(nn.Module):
         self.key_projection = nn.Linear(cardinality * dim, out_dim)
         self.value_projection = nn.Linear(cardinality * dim, out_dim)
         self.key_norm = nn.LayerNorm(out_dim)
+        self.cardinality, self.factored = cardinality, cardinality * frames < len(self.tuples)
 
     def forward(self, frames: Tensor) -> tuple[Tensor, Tensor]:
-        tuples = gather_tuples(self.positional(frames), self.tuples)
-        return self.key_norm(self.key_projection(tuples)), self.value_projection(tuples)
+        frames = self.positional(frames)
+        tuples = gather_tuples(frames, self.tuples)
+        if not self.factored:
+            return self.key_norm(self.key_projection(tuples)), self.value_projection(tuples)
+        weight, bias, dim = self.value_projection.weight, self.value_projection.bias, frames.shape[-1]
+        values = [F.linear(frames, weight[:, s * dim:(s + 1) * dim], bias if s == 0 else None)
+                  for s in range(self.cardinality)]  # slot s: [V, T, o]
+        return self.key_norm(self.key_projection(tuples)), torch.cat(values, dim=1)
 
 
 class StrmHead(FewShotHead):
     """STRM over conv5 maps ``[V, T, d, h, w]``.
 
-    Cached per video, for each cardinality k: ``keys{k}``/``values{k}`` [V, C(T,k), out_dim] (TRX on the
-    frame-enriched features) and ``embed{k}`` [V, C(T,k), d/2] (the classifier's tuple embeddings).
-    """
+    Cached per video, for each cardinality k (TRX on the frame-enriched features): ``keys{k}`` [V, C(T,k), out_dim],
+    ``frame_values{k}`` [V, k·T, out_dim] if k·T < C(T,k) (pairs) else ``values{k}`` [V, C(T,k), out_dim]
+    (``TupleKeysValues``); ``embed{k}`` [V, C(T,k), d/2] (the classifier's tuple embeddings)."""
 
     options_class = StrmOptions
     feature_maps = True
@@ -202,12 +214,12 @@ class StrmHead(FewShotHead):
                 for k, projection in zip(self.cardinalities, self.post_pattern)}
 
     def encode(self, features: Tensor) -> Reps:
-        """maps [V, T, d, h, w] -> {"keys{k}", "values{k}": [V, n_k, out_dim], "embed{k}": [V, n_k, d/2]}."""
+        """maps [V, T, d, h, w] -> {"keys{k}", "frame_values{k}" (or "values{k}"), "embed{k}"} (see the class)."""
         patch_frames = self.patch_enriched(features)
         reps = self.post_pattern_embeddings(patch_frames)
         enriched = self.frame_enrichment(patch_frames)
         for k, temporal_set in zip(self.cardinalities, self.temporal_sets):
-            reps[f"keys{k}"], reps[f"values{k}"] = temporal_set(enriched)
+            reps[f"keys{k}"], reps[f"{'frame_' if temporal_set.factored else ''}values{k}"] = temporal_set(enriched)
         return reps
 
     # -- per episode, batched
@@ -215,11 +227,14 @@ class StrmHead(FewShotHead):
         """support [E, N, K, ...], query [E, Q, ...] -> {"trx", "post_pattern", "logits"}, each [E, Q, N]."""
         assert isinstance(support, dict) and isinstance(query, dict)
         trx = torch.stack([
+            tuple_cross_attention_logits_from_frames(support[f"keys{k}"], support[f"frame_values{k}"],
+                                                     query[f"keys{k}"], query[f"frame_values{k}"], tset.tuples)
+            if tset.factored else
             tuple_cross_attention_logits(support[f"keys{k}"], support[f"values{k}"], query[f"keys{k}"], query[f"values{k}"])
-            for k in self.cardinalities
+            for k, tset in zip(self.cardinalities, self.temporal_sets)
         ]).mean(dim=0)
         post_pattern = torch.stack([
-            _nearest_tuple_logits(support[f"embed{k}"], query[f"embed{k}"]) for k in self.cardinalities
+            nearest_tuple_logits(support[f"embed{k}"], query[f"embed{k}"]) for k in self.cardinalities
         ]).mean(dim=0)
         logits = trx + self.options.post_pattern_logit_weight * post_pattern
         return {"trx": trx, "post_pattern": post_pattern, "logits": logits}
@@ -276,19 +291,6 @@ class StrmHead(FewShotHead):
             ours_of = {ref: ours for ours, ref in key_map.items()}
             cleaned.update({ref: current[ours_of[ref]].clone() for ref in self.optional_reference_keys()})
         super().load_reference_state_dict(cleaned)
-
-
-def _nearest_tuple_logits(support_embed: Tensor, query_embed: Tensor) -> Tensor:
-    """Query-class similarity classifier: support [E, N, K, n, h], query [E, Q, n, h] -> [E, Q, N].
-
-    ``−mean_i min_j ‖q_i − s_j‖₂`` over the class's K·n support tuples j (Euclidean, as ``torch.cdist``)."""
-    episodes, way, shot, tuples, width = support_embed.shape
-    num_queries = query_embed.shape[1]
-    distances = torch.cdist(query_embed.reshape(episodes, num_queries * tuples, width),
-                            support_embed.reshape(episodes, way * shot * tuples, width),
-                            compute_mode="use_mm_for_euclid_dist")  # [E, Q*n, N*K*n]
-    nearest = distances.view(episodes, num_queries, tuples, way, shot * tuples).amin(dim=-1)  # [E, Q, n, N]
-    return -nearest.mean(dim=2)
 
 
 # --------------------------------------------------------------------------- recipes
@@ -387,8 +389,9 @@ Where the reference is ill-defined, and what fsar-bench does:
   exits at argument parsing; the Kinetics recipe takes its other arguments (lr 1e-4, 20,010 tasks, 5 queries).
 - the reference validates on the test split; we select on val. Released checkpoints (SSv2, Kinetics, HMDB, UCF;
   5-shot) keep resnet.module.* / attn_pat.module.* / fr_enrich.module.* (DataParallel) keys: the loader accepts them.
-Cached encoding per video, per cardinality k: TRX keys and values 2·C(T,k)·out_dim floats plus the classifier
-embeddings C(T,k)·d/2 (T=8, pairs, out_dim 1152, d 2048: 28·(2·1152 + 1024) = 93,184 floats, 364 KiB)."""
+Cached encoding per video, per cardinality k: TRX keys C(T,k)·out_dim floats, TRX per-frame values k·T·out_dim
+(tuple values C(T,k)·out_dim where that is smaller) plus the classifier embeddings C(T,k)·d/2 (T=8, pairs, out_dim
+1152, d 2048: 28·1152 + 16·1152 + 28·1024 = 79,360 floats, 310 KiB)."""
 
 CARDS = (
     MethodCard(

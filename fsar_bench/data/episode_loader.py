@@ -2,7 +2,7 @@
 
 Item ``k`` of an ``EpisodeDataset`` is training episode ``episode_indices[k]``: its classes and videos come from
 ``SeedSequence([train_seed, 1, i])`` (``draw_episode``) and clip ``j`` (supports first, then queries) from its
-own Generator ``SeedSequence([train_seed, 2, i, j])``, which first picks the frames (``maker.frame_indices``:
+own stream (``ClipGenerators(train_seed).at(i, j)``, counter-based Philox), which first picks the frames (``maker.frame_indices``:
 only those frames are read, so a frame store or decord's seek decodes 8 frames, not the video) and then
 augments them (``maker.transform``). Nothing depends on the process that builds the episode, so episode ``i``
 is bit-identical for 0, 1 or N workers (tests/test_episode_loader.py).
@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from fsar_bench.data.sampling import clip_generator
+from fsar_bench.data.sampling import ClipGenerators
 from fsar_bench.data.splits import Partition
 from fsar_bench.data.video import VideoError, VideoReader, open_reader, random_segment_indices
 from fsar_bench.episodes import draw_episode
@@ -151,8 +151,9 @@ class EpisodeDataset(Dataset):
         classes, videos = self.plan.episode(index)
         n_support = self.plan.way * self.plan.shot
         clips = []
+        streams = ClipGenerators(self.plan.train_seed)
         for j, video in enumerate(videos):
-            rng = clip_generator(self.plan.train_seed, index, j)
+            rng = streams.at(index, j)
             clips.append(self.maker.transform(self._frames(video, rng), rng, j >= n_support))
         same = all(clip.shape == clips[0].shape for clip in clips)
         return LoadedEpisode(index, classes, torch.stack(clips) if same else clips, time.perf_counter() - started)

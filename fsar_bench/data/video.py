@@ -23,6 +23,7 @@ from typing import Protocol
 
 import numpy as np
 
+from fsar_bench.data.sampling import sample_frame_indices
 from fsar_bench.errors import first_line
 
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -70,11 +71,10 @@ def segment_centre_indices(num_frames: int, frames: int) -> list[int]:
 
 
 def random_segment_indices(num_frames: int, frames: int, rng: np.random.Generator) -> list[int]:
-    """One uniformly random frame from each of ``frames`` equal segments (training sampling)."""
+    """One uniformly random frame from each of ``frames`` equal segments (training sampling: ``segment-random``)."""
     if num_frames < frames:
         raise ValueError(f"{num_frames} frames cannot give {frames} segments")
-    bounds = [t * num_frames // frames for t in range(frames + 1)]
-    return [int(rng.integers(bounds[t], bounds[t + 1])) for t in range(frames)]
+    return sample_frame_indices("segment-random", num_frames, frames, rng)
 
 
 # --------------------------------------------------------------------------- engines
