@@ -203,8 +203,9 @@ def otam_alignment_cost(distances: Tensor, softmin_lambda: float = 0.1) -> Tenso
     and scales back by ``−λ`` at the end: the references' naive ``−λ·log(sum(exp(−c/λ)))`` to float rounding
     (≈2e-7 relative in float32) wherever theirs is finite. It sweeps column by column: a middle column needs only
     the previous column (diagonal and left), so all its rows are one vectorised step; only the first real column
-    and the last one (which have an "up" term) run down the rows. That is ~22 log-add-exps instead of R·(C+2),
-    3x faster than a row-by-row sweep on a training episode's 1,250 pairs (forward and backward).
+    and the last one (which have an "up" term) run down the rows: ~22 log-add-exps instead of one per cell. On a
+    training episode's 1,250 pairs that is 1.7x (forward) and 1.9x (forward and backward) faster than a
+    row-by-row sweep, and 5x (forward) faster than the stacked ``logsumexp`` soft-min it replaced.
     """
     rows, columns = distances.shape[-2:]
     # Column-major layout [C+2, R, ...]: each column below is one contiguous block over all episodes, queries and
