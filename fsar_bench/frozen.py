@@ -117,7 +117,9 @@ class FeatureStore:
     def episode_clips(self, video_ids: Sequence[str], generators: Iterable[np.random.Generator],
                       choose: Callable[[int, np.random.Generator], list[int]]) -> Tensor:
         """An episode's training clips ``[V, T, ...]`` float32: ``clip`` of each video with its own generator, the
-        chosen frames gathered in fp16 and converted once (the per-episode input step of frozen training)."""
+        chosen frames gathered in fp16 and converted once (the per-episode input step of frozen training).
+        ``generators`` is consumed one at a time, each used before the next is taken, so a lazy
+        ``(streams.at(i, j) for j in ...)`` over one ``ClipGenerators`` is right (a list of them would not be)."""
         chosen = []
         for video_id, rng in zip(video_ids, generators, strict=True):
             features = self._stored(video_id).numpy()  # a view: numpy's gather costs a third of torch's per call
