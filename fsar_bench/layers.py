@@ -35,8 +35,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fsar_bench.sequence_layers import (  # noqa: F401 (re-exported for plugins)
-    ScaledPositionalEncoding, frame_tuples, gather_tuples, otam_alignment_cost, scaled_sinusoid_table,
-    tuple_cross_attention_logits,
+    ScaledPositionalEncoding, frame_tuples, gather_tuples, nearest_tuple_logits, otam_alignment_cost,
+    scaled_sinusoid_table, tuple_cross_attention_logits, tuple_cross_attention_logits_from_frames,
 )
 
 KeyRules = Sequence[tuple[str, str]]

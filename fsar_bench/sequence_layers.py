@@ -1,6 +1,6 @@
-"""Layers that match frame sequences: the TRX family's ordered frame tuples and tuple cross-attention (TRX, STRM;
-its 0.1-scaled sinusoid also TEAM's) and OTAM's soft alignment (OTAM, CLIP-FSAR). Plugins import them from
-``fsar_bench.layers``, which re-exports them.
+"""Layers that match frame sequences: the TRX family's ordered frame tuples and tuple cross-attention (TRX, STRM,
+which also has the per-frame-value form and the nearest-tuple classifier; the 0.1-scaled sinusoid is also TEAM's)
+and OTAM's soft alignment (OTAM, CLIP-FSAR). Plugins import them from ``fsar_bench.layers``, which re-exports them.
 
 Usage::
 

@@ -48,10 +48,11 @@ from fsar_bench.layers import (
     ScaledPositionalEncoding,
     frame_tuples,
     gather_tuples,
+    nearest_tuple_logits,
     rename_keys,
     tuple_cross_attention_logits,
+    tuple_cross_attention_logits_from_frames,
 )
-from fsar_bench.sequence_layers import nearest_tuple_logits, tuple_cross_attention_logits_from_frames
 
 POSITIONAL_LENGTH_FACTOR = 1.5
 """Every STRM positional table holds ``int(1.5·L)`` rows for L tokens (only the first L are used)."""
