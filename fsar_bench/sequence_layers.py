@@ -86,7 +86,15 @@ def tuple_cross_attention_logits(
     ).div_(math.sqrt(out_dim))  # [E, Q*n, N*K*n]; in place: the same values, one [E, Q*n, N*K*n] pass fewer
     attention = scores.view(episodes, query_rows, way, class_tuples).softmax(dim=-1).transpose(1, 2)  # [E, N, Q*n, K*n]
     prototypes = torch.matmul(attention, support_values.reshape(episodes, way, class_tuples, out_dim))
-    # In place is safe for autograd: matmul saves its inputs, not its output.
+    return _prototype_logits(prototypes, query_values, num_queries)
+
+
+def _prototype_logits(prototypes: Tensor, query_values: Tensor, num_queries: int) -> Tensor:
+    """Prototypes [E, N, Q*n, o] and query values [E, Q, n, o] -> ``−Σ_i ||q_v[i] − p_i||² / n`` [E, Q, N].
+
+    The prototypes are overwritten (in place is safe for autograd: matmul saves its inputs, not its output)."""
+    episodes, way, query_rows, out_dim = prototypes.shape
+    tuples = query_rows // num_queries
     differences = prototypes.sub_(query_values.reshape(episodes, 1, query_rows, out_dim))  # [E, N, Q*n, o]
     # At least float32 for the squared distances (fp16 under autocast would overflow at large out_dim).
     norm_dtype = torch.promote_types(differences.dtype, torch.float32)
@@ -138,11 +146,7 @@ def tuple_cross_attention_logits_from_frames(
     query_values = query_frame_values.index_select(2, rows[:, 0])  # [E, Q, n, o]: slot by slot (cheapest gather)
     for slot in range(1, rows.shape[1]):
         query_values = query_values.add_(query_frame_values.index_select(2, rows[:, slot]))
-    differences = prototypes.sub_(query_values.reshape(episodes, 1, query_rows, out_dim))  # [E, N, Q*n, o]
-    norm_dtype = torch.promote_types(differences.dtype, torch.float32)  # as tuple_cross_attention_logits
-    tuple_distances = torch.linalg.vector_norm(differences, dim=-1, dtype=norm_dtype).square()  # [E, N, Q*n]
-    distances = tuple_distances.view(episodes, way, num_queries, num_tuples).sum(dim=-1) / num_tuples
-    return -distances.transpose(1, 2)
+    return _prototype_logits(prototypes, query_values, num_queries)
 
 
 def nearest_tuple_logits(support_embed: Tensor, query_embed: Tensor) -> Tensor:

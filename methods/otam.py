@@ -72,8 +72,7 @@ class OTAMHead(PairwiseHead):
         """``D = 1 - cos_eps(query frame, support frame)`` per pair: [P, T, d] each -> [P, T, T]
         (query frame = row, support frame = column); one small GEMM per pair (batch-invariant)."""
         dots = torch.bmm(query["frames"], support["frames"].transpose(1, 2))
-        norm_products = query["frame_norms"][:, :, None] * support["frame_norms"][:, None, :]
-        return 1 - dots / (norm_products + COSINE_EPS)
+        return _cosine_distances(dots, query["frame_norms"][:, :, None] * support["frame_norms"][:, None, :])
 
     def pair_costs(self, support: Reps, query: Reps) -> tuple[Tensor, Tensor]:
         """OTAM costs of each pair in both directions: (query->support, support->query), each [P]."""
@@ -108,11 +107,16 @@ class OTAMHead(PairwiseHead):
         dots = torch.matmul(query["frames"].flatten(0, 1), support["frames"].flatten(0, 1).T)  # [Q*T, S*T]
         dots = dots.view(num_queries, frames, num_support, -1).transpose(1, 2)  # [Q, S, T, T]
         norm_products = query["frame_norms"][:, None, :, None] * support["frame_norms"][None, :, None, :]
-        query_to_support, support_to_query = self.alignment_costs(1 - dots / (norm_products + COSINE_EPS))
+        query_to_support, support_to_query = self.alignment_costs(_cosine_distances(dots, norm_products))
         scores = (query_to_support + support_to_query).view(1, num_queries, episode.way, episode.shot)
         logits = self.reduce_pairs(scores)[0]
         ce = F.cross_entropy(logits, episode.query_labels)
         return LossOutput(total=ce, terms={"ce": ce}, logits=logits)
+
+
+def _cosine_distances(dots: Tensor, norm_products: Tensor) -> Tensor:
+    """``1 − dot / (|q|·|s| + eps)``: the reference's ``cos_sim(..., epsilon=0.01)`` distance."""
+    return 1 - dots / (norm_products + COSINE_EPS)
 
 
 # --------------------------------------------------------------------------- recipes
